@@ -1,0 +1,1 @@
+"""Analysis of trained wave functions (attention maps, ...)."""

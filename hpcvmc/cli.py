@@ -1,0 +1,201 @@
+"""Command line: ``hpcvmc run | validate | inspect | exact | plot``.
+
+Exit codes: 0 success, 1 an unexpected failure (under MPI the whole job is aborted), 2 bad input
+(one line on stderr naming the key or file; nothing existing is touched), 3 a run stopped on a
+non-finite energy, 75 a run stopped by a signal after writing a checkpoint.
+Only rank 0 prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from hpcvmc import __version__
+from hpcvmc.config import Config, InputError, J1J2Config, check_ranks, load, loads
+
+EXIT_INPUT = 2
+
+
+def _load(args: argparse.Namespace) -> Config:
+    return load(args.input, overrides=args.set)
+
+
+def _init(config: Config | None = None, platform: str = "auto") -> Any:
+    """MPI and device binding first, then float64 (energies and solvers need it)."""
+    from hpcvmc.parallel import init_distributed
+
+    comm = init_distributed(platform=config.run.platform if config else platform)
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    return comm
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run or resume the optimization of an input file."""
+    config = _load(args)
+    comm = _init(config)
+    from hpcvmc.build import build
+    from hpcvmc.driver import run
+
+    return run(build(config, comm), restart=args.restart, progress_every=args.every)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Check an input file without running it."""
+    config = _load(args)
+    check_ranks(config, args.ranks)
+    print(f"{args.input}: valid")
+    return 0
+
+
+def _exact_energy(system: J1J2Config, allow_known: bool) -> tuple[float, str]:
+    from hpcvmc.reference import lattice_ed
+
+    if system.n_sites <= lattice_ed.MAX_ED_SITES:
+        return lattice_ed.ground_state_energy(system.L, system.J1, system.J2), "Lanczos ED, Sz = 0"
+    known = lattice_ed.known_energy(system.L, system.J1, system.J2)
+    if known is not None and allow_known:
+        return known, "published (Schulz, Ziman, Poilblanc 1996)"
+    hint = " (pass --known for the published value)" if known is not None else ""
+    raise InputError(
+        f"system.L = {system.L}: exact diagonalization is limited to "
+        f"{lattice_ed.MAX_ED_SITES} sites{hint}"
+    )
+
+
+def cmd_exact(args: argparse.Namespace) -> int:
+    """Exact ground-state energy of the input's lattice."""
+    config = _load(args)
+    if not isinstance(config.system, J1J2Config):
+        raise InputError(f"system.type = {config.system.type!r}: hpcvmc exact is for j1j2; "
+                         "use hpcvmc reference for moire electrons")
+    energy, source = _exact_energy(config.system, args.known)
+    n = config.system.n_sites
+    result = {"energy": energy, "energy_per_site": energy / n, "n_sites": n, "source": source}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"E0 = {energy:.8f} (per site {energy / n:.8f}) [{source}]")
+    return 0
+
+
+def _summary(path: Path) -> dict[str, Any]:
+    """The newest state of a run folder or of one checkpoint file."""
+    from hpcvmc import checkpoint as ckpt
+
+    try:
+        if path.is_dir():
+            files = ckpt.list_checkpoints(path)
+            snap = ckpt.newest_valid(path, warn=lambda m: print(m, file=sys.stderr))
+            if snap is None:
+                raise InputError(f"{path}: no valid checkpoint in {ckpt.checkpoint_dir(path)}")
+        elif path.is_file():
+            files = [path]
+            snap = ckpt.read(path)
+        else:
+            raise InputError(f"{path}: no such run folder or checkpoint")
+    except ckpt.CheckpointError as exc:
+        raise InputError(str(exc)) from None
+    config = loads(snap.input_toml, source=str(path))
+    n_params = sum(int(v.size) for v in snap.params.values())
+    history = snap.history
+    energy = None
+    if len(history.get("energy", [])):
+        energy = {k: float(history[src][-1]) for k, src in
+                  (("mean", "energy"), ("error", "error"), ("variance", "variance"))}
+    return {
+        "step": snap.step, "n_ranks": snap.n_ranks, "n_params": n_params,
+        "n_sites": getattr(config.system, "n_sites", None), "energy": energy,
+        "history_length": len(history.get("energy", [])), "slurm_job_id": snap.slurm_job_id,
+        "system": config.to_dict()["system"], "model": config.to_dict()["model"],
+        "checkpoints": [str(f) for f in files],
+    }
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    """Show the newest state of a run folder or checkpoint."""
+    info = _summary(Path(args.path))
+    if args.json:
+        print(json.dumps(info))
+        return 0
+    e = info["energy"]
+    print(f"step {info['step']} (history {info['history_length']} rows), written by "
+          f"{info['n_ranks']} rank(s)")
+    print(f"system {info['system']}")
+    print(f"model  {info['model']}: {info['n_params']} parameters")
+    if e:
+        print(f"energy {e['mean']:.8f} +- {e['error']:.2e}, variance {e['variance']:.4g}")
+    print("checkpoints: " + ", ".join(Path(c).name for c in info["checkpoints"]))
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    """PNG of energy vs step (with the exact energy when known)."""
+    from hpcvmc.plotting import plot_energy
+
+    run_dir = Path(args.run_dir)
+    info = _summary(run_dir)
+    exact = None
+    config = load(run_dir / "input.toml") if (run_dir / "input.toml").is_file() else None
+    if config is not None and isinstance(config.system, J1J2Config):
+        try:
+            exact, _ = _exact_energy(config.system, allow_known=True)
+        except InputError:
+            exact = None
+    out = Path(args.out) if args.out else run_dir / "energy.png"
+    plot_energy(run_dir, out, exact=exact, title=f"{info['system']}  {info['model']}")
+    print(f"wrote {out}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hpcvmc", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"hpcvmc {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_input(name: str, help_text: str) -> argparse.ArgumentParser:
+        q = sub.add_parser(name, help=help_text)
+        q.add_argument("input", help="TOML input file")
+        q.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                       help="override a key (validated like the file); repeatable")
+        return q
+
+    q = with_input("run", "run or resume a VMC optimization")
+    q.add_argument("--restart", metavar="CKPT.h5", help="start from this checkpoint")
+    q.add_argument("--every", type=int, default=1, help="batch mode: print every N steps")
+    q.set_defaults(func=cmd_run)
+    q = with_input("validate", "check an input file")
+    q.add_argument("--ranks", type=int, default=1, help="check for this many MPI ranks")
+    q.set_defaults(func=cmd_validate)
+    q = with_input("exact", "exact ground-state energy (Lanczos) of the input's lattice")
+    q.add_argument("--known", action="store_true", help="allow published values (6 x 6)")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_exact)
+    q = sub.add_parser("inspect", help="show a run folder or checkpoint")
+    q.add_argument("path")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_inspect)
+    q = sub.add_parser("plot", help="PNG of energy vs step")
+    q.add_argument("run_dir")
+    q.add_argument("--out", help="PNG file (default RUN_DIR/energy.png)")
+    q.set_defaults(func=cmd_plot)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``hpcvmc`` console script."""
+    args = _parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except InputError as exc:
+        print(f"hpcvmc: error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

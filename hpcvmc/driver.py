@@ -1,0 +1,286 @@
+"""The VMC loop: sample, local energy, statistics, Jacobian, natural-gradient update.
+
+One step is a single jitted function of (params, opt_state, chains, step) whose collectives run
+through mpi4jax inside the computation, so there is no host round trip inside a step. Between
+steps the driver logs, checks for non-finite energies (NaN guard), honours stop signals and
+writes checkpoints at the configured cadence.
+
+Exit codes of a run: 0 finished, 2 bad input or checkpoint, 3 stopped on a non-finite energy
+or parameter (the last good state is checkpointed), 75 stopped by a signal after a checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from hpcvmc import checkpoint as ckpt
+from hpcvmc.build import Setup
+from hpcvmc.config import ExactSamplerConfig, InputError, loads
+from hpcvmc.optim.jacobian import centred_scaled, jacobian
+from hpcvmc.progress import Progress
+from hpcvmc.sampling import ChainState
+from hpcvmc.signals import EXIT_INTERRUPTED, StopFlag
+from hpcvmc.stats import Stats, summarize, summarize_weighted
+
+EXIT_OK, EXIT_INPUT, EXIT_NONFINITE = 0, 2, 3
+HISTORY_KEYS = (
+    "energy", "energy_imag", "error", "variance", "tau", "r_hat", "acceptance",
+    "learning_rate", "diag_shift", "condition", "residual", "update_norm", "fallback", "seconds",
+)
+INPUT_FILE = "input.toml"
+HISTORY_CSV = "history.csv"
+
+
+class StepOutput(NamedTuple):
+    """What one step returns (all replicated except ``chains``)."""
+
+    params: Any
+    opt_state: Any
+    chains: ChainState | None
+    stats: Stats
+    acceptance: jax.Array
+    info: dict[str, jax.Array]
+
+
+def make_step(setup: Setup) -> Callable[..., StepOutput]:
+    """The jitted VMC step (params, opt_state, chains, step) -> StepOutput.
+
+    The energy statistics describe the parameters *before* the update of this step.
+    """
+    comm, system, sampler = setup.comm, setup.system, setup.sampler
+    exact = isinstance(setup.config.sampler, ExactSamplerConfig)
+    chunk = setup.config.optimizer.chunk_size
+    chain_ids = jnp.asarray(setup.chain_ids)
+
+    def step_fn(params: Any, opt_state: Any, chains: ChainState | None, step: jax.Array) -> StepOutput:
+        if exact:
+            batch = sampler.sample(setup.logpsi, params, comm)
+            acceptance = jnp.asarray(1.0)
+        else:
+            batch, new_chains = sampler.sample(setup.logpsi, params, chains, chain_ids, step)
+            accepted = comm.sum(jnp.sum(new_chains.accepted - chains.accepted))
+            proposed = comm.sum(jnp.sum(new_chains.proposed - chains.proposed))
+            acceptance = accepted / jnp.maximum(proposed, 1)
+            chains = new_chains
+        shape = batch.x.shape[:2]
+        x = batch.x.reshape((-1,) + batch.x.shape[2:])
+        e_loc = system.local_energy(setup.logpsi, params, x)
+        weights = None if batch.weights is None else batch.weights.reshape(-1)
+        if weights is None:
+            stats = summarize(e_loc.reshape(shape), comm)
+        else:
+            stats = summarize_weighted(e_loc, weights, comm)
+        jac = jacobian(setup.logpsi, params, x, chunk)
+        O, eps = centred_scaled(jac, e_loc, comm, weights=weights)
+        # every rank holds the same number of rows (chains and enumerated states are split evenly)
+        updates, opt_state, info = setup.optimizer.update(O, eps, opt_state, params, comm,
+                                                          n_rows_max=x.shape[0])
+        params = optax.apply_updates(params, updates)
+        return StepOutput(params, opt_state, chains, stats, acceptance, info)
+
+    return jax.jit(step_fn)
+
+
+def _row(out: StepOutput, seconds: float) -> dict[str, float]:
+    """One history row (host floats) from a step's output."""
+    s, info = out.stats, out.info
+    return {
+        "energy": float(jnp.real(s.mean)), "energy_imag": float(jnp.imag(s.mean)),
+        "error": float(s.error), "variance": float(s.variance), "tau": float(s.tau),
+        "r_hat": float(s.r_hat), "acceptance": float(out.acceptance),
+        "learning_rate": float(info["learning_rate"]), "diag_shift": float(info["diag_shift"]),
+        "condition": float(info["condition"]), "residual": float(info["residual"]),
+        "update_norm": float(info["update_norm"]), "fallback": float(info["fallback"]),
+        "seconds": seconds,
+    }
+
+
+def _all_finite(row: dict[str, float], params: Any) -> bool:
+    leaves_ok = all(bool(jnp.isfinite(leaf).all()) for leaf in jax.tree_util.tree_leaves(params))
+    return leaves_ok and np.isfinite(row["energy"]) and np.isfinite(row["variance"])
+
+
+class RunState(NamedTuple):
+    """The state a checkpoint captures."""
+
+    step: int
+    params: Any
+    opt_state: Any
+    chains: ChainState | None
+    history: dict[str, list[float]]
+
+
+def _gather_chains(setup: Setup, chains: ChainState | None) -> dict[str, np.ndarray] | None:
+    """This run's chains in global order on rank 0 (None elsewhere and for the exact sampler)."""
+    if chains is None:
+        return None
+    gathered = {k: setup.comm.gather_rows(np.asarray(v)) for k, v in chains._asdict().items()}
+    return gathered if setup.comm.is_root else None
+
+
+def save_checkpoint(setup: Setup, state: RunState) -> Path | None:
+    """Write the state as a checkpoint (collective: every rank must call it)."""
+    chains = _gather_chains(setup, state.chains)
+    if not setup.comm.is_root:
+        setup.comm.barrier()
+        return None
+    snap = ckpt.Snapshot(
+        step=state.step, params=jax.device_get(state.params),
+        opt_state=jax.device_get(state.opt_state), chains=chains,
+        history={k: np.asarray(v, dtype=float) for k, v in state.history.items()},
+        input_toml=setup.config.text, physics_hash=setup.config.physics_hash(),
+        seed=setup.config.run.seed, n_ranks=setup.comm.size,
+        slurm_job_id=os.environ.get("SLURM_JOB_ID", ""),
+    )
+    path = ckpt.save(snap, setup.config.run.output, setup.config.run.keep_checkpoints)
+    setup.comm.barrier()
+    return path
+
+
+def _check_compatible(setup: Setup, snap: ckpt.Snapshot, source: str) -> None:
+    """Refuse a checkpoint whose physics differs from the input; log allowed changes."""
+    if snap.physics_hash != setup.config.physics_hash():
+        theirs = loads(snap.input_toml).to_dict()
+        ours = setup.config.to_dict()
+        diff = [f"{sec}.{k}" for sec in ("system", "model")
+                for k in sorted(set(theirs[sec]) | set(ours[sec]))
+                if theirs[sec].get(k) != ours[sec].get(k)]
+        raise InputError(
+            f"{source}: checkpoint is of a different system/model ({', '.join(diff)} differ); "
+            "use another run.output or the matching input"
+        )
+
+
+def restore(setup: Setup, snap: ckpt.Snapshot, source: Path) -> RunState:
+    """Turn a checkpoint into this run's state, redistributing chains over this rank count."""
+    params_t = setup.init_params()
+    params = ckpt.restore_tree(params_t, snap.params, "params", source)
+    opt_state = ckpt.restore_tree(setup.optimizer.init(params_t), snap.opt_state, "opt_state", source)
+    chains = None
+    if snap.chains is not None and len(setup.chain_ids):
+        n_chains = setup.config.sampler.n_chains
+        all_chains = ckpt.redistribute_chains(snap.chains, n_chains)
+        local = {k: jnp.asarray(v[setup.chain_ids]) for k, v in all_chains.items()}
+        chains = ChainState(**local)
+    history = {k: list(map(float, snap.history.get(k, []))) for k in HISTORY_KEYS}
+    return RunState(snap.step, params, opt_state, chains, history)
+
+
+def fresh_state(setup: Setup) -> RunState:
+    """Initial parameters, optimizer state and burnt-in chains."""
+    params = setup.init_params()
+    chains = None
+    if len(setup.chain_ids):
+        chains = jax.jit(lambda p: setup.sampler.init(setup.logpsi, p, jnp.asarray(setup.chain_ids)))(params)
+    return RunState(0, params, setup.optimizer.init(params), chains, {k: [] for k in HISTORY_KEYS})
+
+
+def prepare_output(setup: Setup, restart: str | None, say: Callable[[str], None]) -> RunState:
+    """Decide between a fresh start, an automatic resume and an explicit restart.
+
+    An output folder that holds a run of a different input (or anything else) is refused and
+    left untouched; one of the same physics resumes from its newest valid checkpoint.
+
+    Raises:
+        InputError: a foreign output folder, a bad or mismatched checkpoint.
+    """
+    out = Path(setup.config.run.output)
+    if restart is not None:
+        path = Path(restart)
+        try:
+            snap = ckpt.read(path)
+        except ckpt.CheckpointError as exc:
+            raise InputError(str(exc)) from None
+        _check_compatible(setup, snap, str(path))
+        say(f"restarting from {path} (step {snap.step})")
+        return restore(setup, snap, path)
+    if out.exists() and any(out.iterdir()):
+        saved_input = out / INPUT_FILE
+        if not saved_input.is_file():
+            raise InputError(f"{out}: output folder exists and is not an hpcvmc run; "
+                             "choose another run.output")
+        saved = loads(saved_input.read_text(), source=str(saved_input))
+        if saved.physics_hash() != setup.config.physics_hash():
+            raise InputError(f"{out}: output folder holds a run of a different system/model "
+                             f"(see {saved_input}); choose another run.output")
+        snap = ckpt.newest_valid(out, warn=say)
+        if snap is not None:
+            _check_compatible(setup, snap, str(out))
+            say(f"resuming {out} from step {snap.step} (written by {snap.n_ranks} rank(s))")
+            return restore(setup, snap, out / "checkpoints" / ckpt.checkpoint_name(snap.step))
+    return fresh_state(setup)
+
+
+def _write_history_csv(out: Path, history: dict[str, list[float]]) -> None:
+    """Rewrite the per-step CSV log from the history (used at start and on resume)."""
+    n = len(history["energy"])
+    with open(out / HISTORY_CSV, "w") as f:
+        f.write("step," + ",".join(HISTORY_KEYS) + "\n")
+        for i in range(n):
+            f.write(f"{i + 1}," + ",".join(repr(history[k][i]) for k in HISTORY_KEYS) + "\n")
+
+
+def run(setup: Setup, restart: str | None = None, progress_every: int = 1) -> int:
+    """Run (or resume) the optimization to ``run.steps``; returns the exit code."""
+    comm, cfg = setup.comm, setup.config
+    out = Path(cfg.run.output)
+    say = Progress(cfg.run.steps, comm.is_root).message
+    state = prepare_output(setup, restart, say)
+    if comm.is_root:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / INPUT_FILE).write_text(cfg.text)
+        _write_history_csv(out, state.history)
+    n_params = sum(int(np.size(p)) for p in jax.tree_util.tree_leaves(state.params))
+    say(f"hpcvmc: {cfg.system.type} with {setup.system.n_sites} sites, model {cfg.model.type} "
+        f"with {n_params} parameters, {comm.size} rank(s), steps {state.step} -> {cfg.run.steps}")
+    if state.step >= cfg.run.steps:
+        say("nothing to do: the run has reached run.steps")
+        return EXIT_OK
+    progress = Progress(cfg.run.steps, comm.is_root, every=progress_every)
+    stop = StopFlag().install()
+    step_fn = make_step(setup)
+    last_checkpoint = time.monotonic()
+    csv = open(out / HISTORY_CSV, "a") if comm.is_root else None
+    try:
+        while state.step < cfg.run.steps:
+            start = time.perf_counter()
+            result = step_fn(state.params, state.opt_state, state.chains, jnp.asarray(state.step))
+            row = _row(result, 0.0)  # blocks until the step is done
+            row["seconds"] = time.perf_counter() - start
+            if not _all_finite(row, result.params):
+                save_checkpoint(setup, state)
+                say(f"hpcvmc: non-finite energy or parameters at step {state.step + 1}; stopped. "
+                    f"The last good state (step {state.step}) is checkpointed in {out}")
+                return EXIT_NONFINITE
+            history = {k: v + [row[k]] for k, v in state.history.items()}
+            state = RunState(state.step + 1, result.params, result.opt_state, result.chains, history)
+            progress.update(state.step, row)
+            if csv is not None:
+                csv.write(f"{state.step}," + ",".join(repr(row[k]) for k in HISTORY_KEYS) + "\n")
+                csv.flush()
+            minutes = cfg.run.checkpoint_minutes
+            due_time = minutes > 0 and time.monotonic() - last_checkpoint > 60 * minutes
+            due = (state.step % cfg.run.checkpoint_every == 0 or state.step == cfg.run.steps
+                   or comm.any(due_time))
+            stopping = comm.any(bool(stop))
+            if due or stopping:
+                save_checkpoint(setup, state)
+                last_checkpoint = time.monotonic()
+            if stopping:
+                say(f"hpcvmc: stopped by signal after step {state.step}; checkpoint written, "
+                    "run the same command again to resume")
+                return EXIT_INTERRUPTED
+    finally:
+        if csv is not None:
+            csv.close()
+    say(f"done: E = {state.history['energy'][-1]:.8f} +- {state.history['error'][-1]:.2e} "
+        f"after {state.step} steps; output in {out}")
+    return EXIT_OK

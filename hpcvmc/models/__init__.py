@@ -1,0 +1,1 @@
+"""Wave-function models: flax modules returning complex log psi."""

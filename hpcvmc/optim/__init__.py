@@ -1,0 +1,1 @@
+"""Natural-gradient optimizers (minSR, SR) and their schedules."""

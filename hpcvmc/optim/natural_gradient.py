@@ -1,0 +1,136 @@
+"""The natural-gradient optimizer (minSR / SR with optional SPRING momentum), optax style.
+
+:class:`NaturalGradient` is a pure ``init`` / ``update`` pair: the state (step count and the last
+natural-gradient direction phi, a real (P,) array a checkpoint can store) is passed in and
+returned, and the returned update is the step to add to the parameters, ``-eta_t phi_t``.
+
+With O and eps the centred, scaled rows of :func:`hpcvmc.optim.jacobian.centred_scaled`
+(real and imaginary parts stacked as rows, see :mod:`hpcvmc.optim.minsr`), learning rate eta_t
+and diagonal shift lambda_t from their schedules, step t computes
+
+    phi_t = mu phi_{t-1} + O^T (O O^T + lambda_t I)^(-1) (eps - O mu phi_{t-1}),
+    theta_{t+1} = theta_t - eta_t phi_t.
+
+For mu = 0 this is minSR. For mu > 0 it is SPRING (Goldshlager, Abrahamsen & Lin, "A Kaczmarz-
+inspired approach to accelerate the optimization of neural network wavefunctions",
+J. Comput. Phys. (2024) 113351, doi:10.1016/j.jcp.2024.113351, arXiv:2401.10190): phi_t
+minimises ``||O phi - eps||^2 + lambda ||phi - mu phi_{t-1}||^2``, the regularised least-squares
+step pulled towards the previous direction instead of towards zero; O is this step's Jacobian,
+applied to the previous direction. The authors' implementation (vmcnet) defaults to mu = 0.99
+and also caps the norm of eta phi, which is left to the caller here. The same formula
+holds on the SR path ((S + lambda I)^(-1) O^T (eps - O mu phi_{t-1}) + mu phi_{t-1}), by the
+push-through identity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.flatten_util import ravel_pytree
+
+from hpcvmc.optim import minsr
+from hpcvmc.parallel import Comm
+
+ScalarOrSchedule = float | Callable[[jax.Array], jax.Array]
+"""A constant, or an optax schedule ``step -> value``."""
+
+
+class NaturalGradientState(NamedTuple):
+    """The optimizer state: everything a checkpoint must store to resume exactly."""
+
+    step: jax.Array
+    """Number of updates done so far, int32 scalar (the schedules' argument)."""
+
+    momentum: jax.Array
+    """phi_{t-1}, the last natural-gradient direction before the learning rate, shape (P,),
+    real (SPRING's momentum; kept for mu = 0 too, so the checkpoint schema does not change)."""
+
+
+@dataclass(frozen=True)
+class NaturalGradient:
+    """minSR / SR natural gradient with schedules and optional SPRING momentum."""
+
+    learning_rate: ScalarOrSchedule
+    """eta_t: a float or an optax schedule of the step count."""
+
+    diag_shift: ScalarOrSchedule
+    """lambda_t >= 0, added to the diagonal of the kernel (or of S): a float or a schedule."""
+
+    spring_mu: float = 0.0
+    """SPRING momentum mu in [0, 1); 0 gives plain minSR / SR."""
+
+    method: minsr.Method = "auto"
+    """"minsr", "sr" or "auto" (see :func:`hpcvmc.optim.minsr.solve`)."""
+
+    rcond: float = 1e-12
+    """Relative eigenvalue cutoff of the pseudo-inverse fallback."""
+
+    column_chunk: int = 1024
+    """Columns per rank per alltoall round of the distributed kernel build."""
+
+    def init(self, params: Any) -> NaturalGradientState:
+        """State before the first step: step 0 and phi_{-1} = 0.
+
+        Args:
+            params: the parameter pytree (real leaves).
+
+        Returns:
+            The initial state; ``momentum`` has shape (P,) and the parameters' dtype.
+        """
+        flat, _ = ravel_pytree(params)
+        return NaturalGradientState(jnp.zeros((), jnp.int32), jnp.zeros_like(flat))
+
+    def update(
+        self,
+        O_local: jax.Array,
+        eps_local: jax.Array,
+        state: NaturalGradientState,
+        params: Any,
+        comm: Comm,
+        *,
+        n_rows_max: int | None = None,
+    ) -> tuple[Any, NaturalGradientState, minsr.Info]:
+        """One natural-gradient step: ``updates = -eta_t phi_t`` (see the module docstring).
+
+        Args:
+            O_local: this rank's centred, scaled rows of O, shape (n_local, P).
+            eps_local: this rank's centred, scaled local energies, shape (n_local,).
+            state: the state from :meth:`init` or the previous update.
+            params: the current parameters (gives the pytree structure and dtype).
+            comm: the communicator.
+            n_rows_max: the largest n_local over ranks; needed only inside ``jax.jit`` on
+                several ranks with unequal rows (see :func:`hpcvmc.optim.minsr.solve`).
+
+        Returns:
+            ``(updates, new_state, info)``: the pytree to add to params, the next state, and the
+            solver's info plus ``learning_rate`` and ``diag_shift`` used at this step.
+        """
+        flat, unravel = ravel_pytree(params)
+        learning_rate = _schedule(self.learning_rate)(state.step)
+        diag_shift = _schedule(self.diag_shift)(state.step)
+        prior = self.spring_mu * state.momentum
+        if self.spring_mu:
+            eps_local = eps_local - O_local @ prior.astype(O_local.dtype)
+        solution, info = minsr.solve(
+            O_local,
+            eps_local,
+            diag_shift,
+            comm,
+            method=self.method,
+            rcond=self.rcond,
+            column_chunk=self.column_chunk,
+            n_rows_max=n_rows_max,
+        )
+        direction = (solution + prior).astype(flat.dtype)
+        updates = unravel(-learning_rate * direction)
+        info = {**info, "learning_rate": learning_rate, "diag_shift": diag_shift}
+        return updates, NaturalGradientState(state.step + 1, direction), info
+
+
+def _schedule(value: ScalarOrSchedule) -> Callable[[jax.Array], jax.Array]:
+    """A schedule from a constant or a callable of the step count."""
+    return value if callable(value) else optax.constant_schedule(value)

@@ -1,0 +1,1 @@
+"""Independent reference solutions (plane-wave bands, Hartree-Fock, band-projected ED) in numpy."""

@@ -1,0 +1,199 @@
+"""Samplers of |psi|^2 over this rank's share of the chains.
+
+Random streams are per chain and derive from (seed, purpose, global chain index, step) with
+``jax.random.fold_in``: chain c draws the same numbers whether it lives on rank 0 of 1 or on
+rank 1 of 2, so a run gives the same samples on any number of ranks and a checkpoint can be
+resumed on another rank count. The state of a sampler is an explicit pytree
+(:class:`ChainState`) that is checkpointed in global chain order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hpcvmc.parallel import Comm
+from hpcvmc.systems.lattice import sz0_configurations
+
+LogPsi = Callable[[object, jax.Array], jax.Array]
+
+# `purpose` tags folded into the seed so that the streams never overlap.
+PURPOSE_INIT, PURPOSE_BURN_IN, PURPOSE_STEP, PURPOSE_PARAMS = 1, 2, 3, 4
+
+
+def chain_keys(seed: int, purpose: int, chain_ids: jax.Array, step: int | jax.Array) -> jax.Array:
+    """One PRNG key per chain: fold_in(fold_in(fold_in(key(seed), purpose), chain), step)."""
+    base = jax.random.fold_in(jax.random.PRNGKey(seed), purpose)
+    per_chain = jax.vmap(lambda c: jax.random.fold_in(base, c))(chain_ids)
+    return jax.vmap(lambda k: jax.random.fold_in(k, step))(per_chain)
+
+
+class ChainState(NamedTuple):
+    """State of this rank's chains.
+
+    Attributes:
+        x: current configuration of every local chain, shape (n_chains_local, *config_shape).
+        logpsi: log psi of x, complex, shape (n_chains_local,).
+        accepted: accepted moves since the start of the run, shape (n_chains_local,).
+        proposed: proposed moves (that change the configuration), shape (n_chains_local,).
+    """
+
+    x: jax.Array
+    logpsi: jax.Array
+    accepted: jax.Array
+    proposed: jax.Array
+
+
+class Batch(NamedTuple):
+    """What a sampler hands to the estimators.
+
+    Attributes:
+        x: samples, shape (n_chains_local, samples_per_chain, *config_shape).
+        weights: None for Monte Carlo samples (equal weights 1/N_s), else the exact
+            normalized probabilities |psi|^2 / sum |psi|^2, shape (n_chains_local, samples).
+    """
+
+    x: jax.Array
+    weights: jax.Array | None
+
+
+@dataclass(frozen=True)
+class ExchangeSampler:
+    """Metropolis with spin-exchange moves on lattice pairs (keeps total Sz).
+
+    A move picks a pair (i, j) uniformly from ``pairs`` and exchanges the two spins; the move
+    is symmetric, so it is accepted with probability min(1, |psi(s')|^2 / |psi(s)|^2). Pairs with
+    equal spins leave s unchanged and are not counted as proposals.
+
+    Attributes:
+        n_sites: sites per configuration.
+        pairs: candidate exchange pairs, int array (n_pairs, 2).
+        samples_per_chain: samples each chain records per step.
+        sweeps: sweeps (n_sites proposals) between recorded samples.
+        burn_in: sweeps discarded once, when chains are created.
+        discard: sweeps discarded at the start of every step.
+        seed: run seed.
+    """
+
+    n_sites: int
+    pairs: np.ndarray
+    samples_per_chain: int
+    sweeps: int
+    burn_in: int
+    discard: int
+    seed: int
+
+    def init(self, logpsi: LogPsi, params: object, chain_ids: jax.Array) -> ChainState:
+        """Random Sz = 0 configurations for the given global chains, then ``burn_in`` sweeps."""
+        keys = chain_keys(self.seed, PURPOSE_INIT, chain_ids, 0)
+        base = jnp.where(jnp.arange(self.n_sites) < self.n_sites // 2, 1.0, -1.0)
+        x = jax.vmap(lambda k: jax.random.permutation(k, base))(keys)
+        zeros = jnp.zeros(len(chain_ids), dtype=jnp.int64 if jax.config.jax_enable_x64 else jnp.int32)
+        state = ChainState(x, logpsi(params, x), zeros, zeros)
+        burn_keys = chain_keys(self.seed, PURPOSE_BURN_IN, chain_ids, 0)
+        return self._run(logpsi, params, state, burn_keys, self.burn_in * self.n_sites)
+
+    def _run(self, logpsi: LogPsi, params: object, state: ChainState, keys: jax.Array,
+             n_moves: int) -> ChainState:
+        """Apply ``n_moves`` Metropolis moves to every chain (no recording)."""
+        if n_moves == 0:
+            return state
+        pair_idx, log_u = self._draws(keys, n_moves)
+
+        def move(st: ChainState, draw: tuple[jax.Array, jax.Array]) -> tuple[ChainState, None]:
+            return self._move(logpsi, params, st, *draw), None
+
+        state, _ = jax.lax.scan(move, state, (pair_idx.T, log_u.T))
+        return state
+
+    def _draws(self, keys: jax.Array, n_moves: int) -> tuple[jax.Array, jax.Array]:
+        """Per chain: which pair to exchange and log of the acceptance uniform, (chains, n)."""
+
+        def draw(key: jax.Array) -> tuple[jax.Array, jax.Array]:
+            k_pair, k_acc = jax.random.split(key)
+            idx = jax.random.randint(k_pair, (n_moves,), 0, len(self.pairs))
+            return idx, jnp.log(jax.random.uniform(k_acc, (n_moves,)))
+
+        return jax.vmap(draw)(keys)
+
+    def _move(self, logpsi: LogPsi, params: object, st: ChainState, pair_idx: jax.Array,
+              log_u: jax.Array) -> ChainState:
+        """One exchange proposal on every chain (vectorized over chains)."""
+        pairs = jnp.asarray(self.pairs)[pair_idx]  # (chains, 2)
+        rows = jnp.arange(st.x.shape[0])
+        xi, xj = st.x[rows, pairs[:, 0]], st.x[rows, pairs[:, 1]]
+        x_new = st.x.at[rows, pairs[:, 0]].set(xj).at[rows, pairs[:, 1]].set(xi)
+        logpsi_new = logpsi(params, x_new)
+        changes = xi != xj
+        accept = changes & (log_u < 2.0 * (logpsi_new.real - st.logpsi.real))
+        return ChainState(
+            x=jnp.where(accept[:, None], x_new, st.x),
+            logpsi=jnp.where(accept, logpsi_new, st.logpsi),
+            accepted=st.accepted + accept,
+            proposed=st.proposed + changes,
+        )
+
+    def sample(self, logpsi: LogPsi, params: object, state: ChainState, chain_ids: jax.Array,
+               step: int | jax.Array) -> tuple[Batch, ChainState]:
+        """Discard ``discard`` sweeps, then record ``samples_per_chain`` samples per chain,
+        ``sweeps`` sweeps apart. Jittable (``step`` may be traced)."""
+        keys = chain_keys(self.seed, PURPOSE_STEP, chain_ids, step)
+        moves_per_sample = self.sweeps * self.n_sites
+        n_moves = self.discard * self.n_sites + self.samples_per_chain * moves_per_sample
+        pair_idx, log_u = self._draws(keys, n_moves)
+        n_discard = self.discard * self.n_sites
+
+        def move(st: ChainState, draw: tuple[jax.Array, jax.Array]) -> tuple[ChainState, None]:
+            return self._move(logpsi, params, st, *draw), None
+
+        state, _ = jax.lax.scan(move, state, (pair_idx[:, :n_discard].T, log_u[:, :n_discard].T))
+        shape = (self.samples_per_chain, moves_per_sample)
+        idx = pair_idx[:, n_discard:].reshape((-1,) + shape).transpose(1, 2, 0)
+        lu = log_u[:, n_discard:].reshape((-1,) + shape).transpose(1, 2, 0)
+
+        def record(st: ChainState, draws: tuple[jax.Array, jax.Array]) -> tuple[ChainState, jax.Array]:
+            st, _ = jax.lax.scan(move, st, draws)
+            return st, st.x
+
+        state, xs = jax.lax.scan(record, state, (idx, lu))  # xs: (T, chains, n_sites)
+        return Batch(jnp.swapaxes(xs, 0, 1), None), state
+
+
+@dataclass(frozen=True)
+class ExactSampler:
+    """Full sum over the Sz = 0 sector: every configuration with weight |psi|^2 / Z.
+
+    The enumerated configurations are split evenly over ranks (padded with copies of the last
+    configuration that get weight 0), so that expectation values are exact and deterministic.
+
+    Attributes:
+        configurations: this rank's share, shape (n_local, n_sites).
+        valid: mask of real (non-padding) rows, shape (n_local,).
+    """
+
+    configurations: np.ndarray
+    valid: np.ndarray
+
+    @staticmethod
+    def for_sites(n_sites: int, comm: Comm) -> "ExactSampler":
+        """Enumerate the Sz = 0 sector and keep this rank's contiguous share."""
+        states = sz0_configurations(n_sites)
+        per_rank = -(-len(states) // comm.size)
+        padded = np.concatenate([states, np.repeat(states[-1:], per_rank * comm.size - len(states), 0)])
+        valid = np.arange(per_rank * comm.size) < len(states)
+        rows = slice(comm.rank * per_rank, (comm.rank + 1) * per_rank)
+        return ExactSampler(padded[rows], valid[rows])
+
+    def sample(self, logpsi: LogPsi, params: object, comm: Comm) -> Batch:
+        """All configurations with their normalized weights (jittable)."""
+        x = jnp.asarray(self.configurations)
+        log_p = 2.0 * logpsi(params, x).real
+        log_p = jnp.where(jnp.asarray(self.valid), log_p, -jnp.inf)
+        shift = comm.max(jnp.max(log_p))
+        p = jnp.exp(log_p - shift)
+        p = p / comm.sum(jnp.sum(p))
+        return Batch(x[None], p[None])

@@ -1,0 +1,1 @@
+"""Physical systems: configuration spaces, Hamiltonians and local energies."""

@@ -1,0 +1,169 @@
+"""The spin-1/2 J1-J2 Heisenberg model on the L x L periodic square lattice.
+
+H = J1 sum_<ij> S_i . S_j + J2 sum_<<ij>> S_i . S_j with S = sigma / 2, every bond counted once,
+in the total Sz = 0 sector. Energies are in the unit of the couplings (J1 = 1 by default) and are
+totals for the lattice (not per site).
+
+Configurations are float arrays of +-1 (spin up = +1), site s = row * L + col.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+LogPsi = Callable[[object, jax.Array], jax.Array]
+"""log psi(params, x): x of shape (batch, n_sites) -> complex log psi of shape (batch,)."""
+
+
+def square_bonds(L: int) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest and next-nearest neighbour bonds of the periodic L x L lattice, each once.
+
+    Returns:
+        (nn, nnn): int arrays of shape (n_bonds, 2) of site pairs. For L = 2 the periodic
+        images coincide; duplicate pairs are kept once, as in a graph.
+    """
+
+    def site(r: int, c: int) -> int:
+        return (r % L) * L + (c % L)
+
+    def unique(pairs: list[tuple[int, int]]) -> np.ndarray:
+        seen = sorted({(min(a, b), max(a, b)) for a, b in pairs if a != b})
+        return np.array(seen, dtype=np.int32).reshape(-1, 2)
+
+    nn = [(site(r, c), site(r, c + 1)) for r in range(L) for c in range(L)]
+    nn += [(site(r, c), site(r + 1, c)) for r in range(L) for c in range(L)]
+    nnn = [(site(r, c), site(r + 1, c + 1)) for r in range(L) for c in range(L)]
+    nnn += [(site(r, c), site(r + 1, c - 1)) for r in range(L) for c in range(L)]
+    return unique(nn), unique(nnn)
+
+
+def sublattice_a(L: int) -> np.ndarray:
+    """Mask of the A sublattice (row + col even), shape (L*L,)."""
+    rows, cols = np.divmod(np.arange(L * L), L)
+    return (rows + cols) % 2 == 0
+
+
+def sz0_configurations(n_sites: int) -> np.ndarray:
+    """All configurations with total Sz = 0, shape (C(n, n/2), n_sites), entries +-1 (float)."""
+    n_up = n_sites // 2
+    count = math.comb(n_sites, n_up)
+    out = -np.ones((count, n_sites))
+    for row, ups in enumerate(itertools.combinations(range(n_sites), n_up)):
+        out[row, list(ups)] = 1.0
+    return out
+
+
+@dataclass(frozen=True)
+class J1J2:
+    """The J1-J2 system: bonds, couplings and the jitted local energy.
+
+    Attributes:
+        L: linear size.
+        J1, J2: couplings of nearest and next-nearest bonds.
+        marshall_sign: the wave function is psi(s) = M(s) psi_model(s) with the Marshall sign
+            M(s) = (-1)^(number of up spins on sublattice A).
+        chunk_size: samples per chunk of the local-energy evaluation.
+    """
+
+    L: int
+    J1: float = 1.0
+    J2: float = 0.0
+    marshall_sign: bool = True
+    chunk_size: int = 4096
+
+    @property
+    def n_sites(self) -> int:
+        """Number of sites L^2."""
+        return self.L * self.L
+
+    def bonds(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """All bonds with a non-zero coupling.
+
+        Returns:
+            pairs (n_b, 2) int, couplings J_b (n_b,), off-diagonal signs s_b (n_b,): -1 on
+            nearest-neighbour bonds when the Marshall sign is used (they connect the two
+            sublattices, so an exchange flips M), else +1.
+        """
+        nn, nnn = square_bonds(self.L)
+        pairs, couplings, signs = [], [], []
+        for bonds, coupling, sign in ((nn, self.J1, -1.0 if self.marshall_sign else 1.0),
+                                      (nnn, self.J2, 1.0)):
+            if coupling != 0.0 and len(bonds):
+                pairs.append(bonds)
+                couplings.append(np.full(len(bonds), coupling))
+                signs.append(np.full(len(bonds), sign))
+        return np.concatenate(pairs), np.concatenate(couplings), np.concatenate(signs)
+
+    def exchange_pairs(self) -> np.ndarray:
+        """Pairs used by the exchange sampler's moves: every nearest and next-nearest pair."""
+        nn, nnn = square_bonds(self.L)
+        return np.concatenate([nn, nnn])
+
+    def local_energy(self, logpsi: LogPsi, params: object, x: jax.Array) -> jax.Array:
+        """Local energy E_L(s) = <s|H|psi> / <s|psi> of every configuration.
+
+        E_L(s) = sum_b J_b [ s_i s_j / 4 + (1 - s_i s_j) / 4 * sign_b * psi(s^{ij}) / psi(s) ]
+        where s^{ij} exchanges the spins of bond b = (i, j). All connected configurations of a
+        chunk of samples are evaluated in one call of ``logpsi``; chunks of ``chunk_size``
+        samples run one after another to bound memory.
+
+        Args:
+            logpsi: the model's log psi(params, x) (without the Marshall sign).
+            params: model parameters.
+            x: configurations, shape (n, n_sites), entries +-1.
+
+        Returns:
+            Complex local energies, shape (n,), in units of J1 (total, not per site).
+        """
+        pairs, couplings, signs = (jnp.asarray(a) for a in self.bonds())
+        n_bonds = pairs.shape[0]
+        i, j = pairs[:, 0], pairs[:, 1]
+        swap = jnp.arange(self.n_sites)[None, :].repeat(n_bonds, 0)
+        swap = swap.at[jnp.arange(n_bonds), i].set(j).at[jnp.arange(n_bonds), j].set(i)
+
+        def chunk_energy(xc: jax.Array) -> jax.Array:
+            si_sj = xc[:, i] * xc[:, j]  # (b, n_bonds)
+            connected = xc[:, swap]  # (b, n_bonds, n_sites)
+            logpsi_x = logpsi(params, xc)
+            logpsi_conn = logpsi(params, connected.reshape(-1, self.n_sites))
+            ratio = jnp.exp(logpsi_conn.reshape(xc.shape[0], n_bonds) - logpsi_x[:, None])
+            flip = (1.0 - si_sj) / 4.0  # 1/2 on antiparallel bonds, 0 otherwise
+            terms = couplings * (si_sj / 4.0 + flip * signs * jnp.where(flip > 0, ratio, 0.0))
+            return terms.sum(axis=1)
+
+        return map_in_chunks(chunk_energy, x, self.chunk_size)
+
+
+def map_in_chunks(fn: Callable[[jax.Array], jax.Array], x: jax.Array, chunk: int) -> jax.Array:
+    """Apply ``fn`` (batch -> batch) to ``x`` in sequential chunks of at most ``chunk`` rows.
+
+    The rows are padded (with copies of the first row) to a multiple of the chunk and the
+    padding is dropped from the result. With ``n <= chunk`` this is a single call.
+    """
+    n = x.shape[0]
+    if n <= chunk:
+        return fn(x)
+    n_chunks = -(-n // chunk)
+    pad = n_chunks * chunk - n
+    xp = jnp.concatenate([x, jnp.repeat(x[:1], pad, axis=0)]) if pad else x
+    out = jax.lax.map(fn, xp.reshape((n_chunks, chunk) + x.shape[1:]))
+    return out.reshape((n_chunks * chunk,) + out.shape[2:])[:n]
+
+
+def marshall_log_sign(L: int, x: jax.Array) -> jax.Array:
+    """log of the Marshall sign: i pi * (number of up spins on sublattice A), shape x.shape[:-1]."""
+    n_up_a = jnp.sum((x[..., sublattice_a(L)] > 0), axis=-1)
+    return 1j * jnp.pi * (n_up_a % 2)
+
+
+def from_config(cfg: object) -> J1J2:
+    """Build the system from a validated ``[system] type = "j1j2"`` section."""
+    return J1J2(L=cfg.L, J1=cfg.J1, J2=cfg.J2, marshall_sign=cfg.marshall_sign,
+                chunk_size=cfg.chunk_size)

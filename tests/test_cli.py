@@ -1,0 +1,144 @@
+"""The command line end to end: runs, determinism, output folders, bad input and exit codes."""
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hpcvmc.cli import main
+
+REPO = Path(__file__).parents[1]
+
+TINY = """
+[system]
+type = "j1j2"
+L = 4
+J2 = 0.5
+
+[model]
+type = "rbm"
+alpha = 1
+
+[sampler]
+type = "exchange"
+n_chains = 8
+n_samples = 64
+burn_in = 10
+
+[optimizer]
+type = "minsr"
+learning_rate = 0.02
+
+[run]
+steps = 4
+seed = 3
+output = "{output}"
+checkpoint_every = 2
+"""
+
+
+def tiny_input(tmp_path: Path, name: str = "run", **replace: str) -> Path:
+    text = TINY.format(output=tmp_path / name)
+    for old, new in replace.items():
+        text = text.replace(old, new)
+    path = tmp_path / f"{name}.toml"
+    path.write_text(text)
+    return path
+
+
+def folder_digest(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for f in sorted(folder.rglob("*")):
+        if f.is_file():
+            digest.update(str(f.relative_to(folder)).encode() + f.read_bytes())
+    return digest.hexdigest()
+
+
+def history(folder: Path) -> np.ndarray:
+    return np.genfromtxt(folder / "history.csv", delimiter=",", names=True)
+
+
+def test_run_is_deterministic_and_inspectable(tmp_path, capsys):
+    assert main(["run", str(tiny_input(tmp_path, "a"))]) == 0
+    assert main(["run", str(tiny_input(tmp_path, "b"))]) == 0
+    a, b = history(tmp_path / "a"), history(tmp_path / "b")
+    assert len(a) == 4
+    for name in ("energy", "error", "variance", "acceptance", "update_norm"):
+        np.testing.assert_array_equal(a[name], b[name])
+    capsys.readouterr()
+    assert main(["inspect", str(tmp_path / "a"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["step"] == 4 and info["n_ranks"] == 1 and info["n_sites"] == 16
+    assert info["n_params"] == 2 * (16 * 16 + 16)
+    assert info["energy"]["mean"] == pytest.approx(a["energy"][-1], rel=1e-15)
+    assert set(info["energy"]) == {"mean", "error", "variance"}
+    assert main(["plot", str(tmp_path / "a")]) == 0
+    assert (tmp_path / "a" / "energy.png").stat().st_size > 1000
+
+
+def test_rerun_of_finished_run_changes_nothing(tmp_path):
+    path = tiny_input(tmp_path)
+    assert main(["run", str(path)]) == 0
+    before = folder_digest(tmp_path / "run")
+    assert main(["run", str(path)]) == 0
+    assert folder_digest(tmp_path / "run") == before
+
+
+def test_foreign_output_folder_is_refused_and_untouched(tmp_path, capsys):
+    assert main(["run", str(tiny_input(tmp_path))]) == 0
+    before = folder_digest(tmp_path / "run")
+    other = tiny_input(tmp_path, "run", **{"J2 = 0.5": "J2 = 0.3"})
+    capsys.readouterr()
+    assert main(["run", str(other)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "output folder holds a run of a different system/model" in err and "\n" not in err
+    assert folder_digest(tmp_path / "run") == before
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "data.txt").write_text("precious")
+    assert main(["run", str(tiny_input(tmp_path, "x")), "--set", f"run.output={tmp_path / 'junk'}"]) == 2
+    assert (tmp_path / "junk" / "data.txt").read_text() == "precious"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--set", "system.Lx=4"], "unknown key system.Lx (did you mean 'L'?)"),
+    (["--set", "system.L=5"], "system.L = 5 gives 25 sites"),
+    (["--set", "sampler.n_chains=-8"], "sampler.n_chains = -8 must be > 0"),
+    (["--set", "model.alpha='two'"], "model.alpha must be an integer"),
+])
+def test_bad_input_exits_2_with_one_line(tmp_path, capsys, args, message):
+    path = tiny_input(tmp_path)
+    assert main(["run", str(path)] + args) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_input_file_exit_code_from_the_console_script(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "hpcvmc", "validate", str(tmp_path / "no.toml")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"hpcvmc: error: {tmp_path / 'no.toml'}: no such input file"
+
+
+def test_exact_command(capsys):
+    assert main(["exact", str(REPO / "jobs" / "quickstart.toml"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["energy"] == pytest.approx(-8.4579234, abs=5e-7)
+    assert main(["exact", str(REPO / "jobs" / "quickstart.toml"), "--set", "system.L=6"]) == 2
+    assert main(["exact", str(REPO / "jobs" / "quickstart.toml"), "--set", "system.L=6",
+                 "--known", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["energy"] == -18.13716
+
+
+def test_non_finite_energy_stops_with_exit_3_and_keeps_last_good_state(tmp_path, capsys):
+    path = tiny_input(tmp_path, **{"learning_rate = 0.02": "learning_rate = 1e300",
+                                   "steps = 4": "steps = 6"})
+    assert main(["run", str(path)]) == 3
+    assert "non-finite" in capsys.readouterr().out
+    assert main(["inspect", str(tmp_path / "run"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["step"] < 6 and np.isfinite(info["energy"]["mean"])

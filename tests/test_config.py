@@ -1,0 +1,100 @@
+"""Input parsing: defaults, overrides, and one-line errors naming the key path."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from hpcvmc import config as C
+
+QUICKSTART = Path(__file__).parents[1] / "jobs" / "quickstart.toml"
+
+
+def test_quickstart_parses():
+    cfg = C.load(QUICKSTART)
+    assert cfg.system.L == 4 and cfg.system.J2 == 0.5
+    assert cfg.sampler.n_samples == 1024
+    assert cfg.optimizer.type == "minsr"
+    # the effective input round-trips through its TOML text
+    assert C.loads(cfg.text).to_dict() == cfg.to_dict()
+
+
+def test_overrides_are_validated_like_the_file():
+    cfg = C.load(QUICKSTART, overrides=["system.J2=0.3", "run.output=runs/x"])
+    assert cfg.system.J2 == 0.3 and cfg.run.output == "runs/x"
+    with pytest.raises(C.InputError, match=r"^system.J2 must be a number"):
+        C.load(QUICKSTART, overrides=["system.J2='a'"])
+    with pytest.raises(C.InputError, match=r"unknown key system.J3 \(did you mean 'J2'\?\)"):
+        C.load(QUICKSTART, overrides=["system.J3=0.1"])
+
+
+def test_physics_hash_ignores_run_settings():
+    a = C.load(QUICKSTART)
+    b = C.load(QUICKSTART, overrides=["run.steps=10", "optimizer.learning_rate=0.1"])
+    c = C.load(QUICKSTART, overrides=["system.L=6"])
+    assert a.physics_hash() == b.physics_hash() != c.physics_hash()
+
+
+BAD = [
+    ("system.Lx=4", r"unknown key system.Lx \(did you mean 'L'\?\)"),
+    ("system.L=3", r"system.L = 3 gives 9 sites: total Sz = 0 needs an even number"),
+    ("system.L=-4", r"system.L = -4 must be >= 2"),
+    ("system.L=4.5", r"system.L must be an integer, got 4.5"),
+    ("system.marshall_sign=1", r"system.marshall_sign must be a boolean"),
+    ("sampler.n_chains=0", r"sampler.n_chains = 0 must be > 0"),
+    ("sampler.n_samples=1000", r"sampler.n_samples = 1000 is not a multiple of sampler.n_chains"),
+    ("sampler.type='exchnge'", r"sampler.type = 'exchnge' is not one of .* \(did you mean 'exchange'\?\)"),
+    ("model.dtype='float16'", r"model.dtype = 'float16' is not one of"),
+    ("optimizer.learning_rate=-1", r"optimizer.learning_rate = -1.0 must be > 0"),
+    ("run.steps='many'", r"run.steps must be an integer"),
+]
+
+
+@pytest.mark.parametrize("override,message", BAD)
+def test_bad_values_name_the_key(override, message):
+    with pytest.raises(C.InputError) as err:
+        C.load(QUICKSTART, overrides=[override])
+    assert re.search(message, str(err.value)), str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_exact_sampler_refuses_large_lattice():
+    text = QUICKSTART.read_text()
+    start = text.index("[sampler]")
+    text = text[:start] + '[sampler]\ntype = "exact"\n\n' + text[text.index("[optimizer]"):]
+    assert C.loads(text).sampler.type == "exact"
+    with pytest.raises(C.InputError, match="sampler.type = 'exact' cannot enumerate system.L = 6"):
+        C.loads(text, overrides=["system.L=6"])
+
+
+def test_chains_must_divide_ranks():
+    cfg = C.load(QUICKSTART, overrides=["sampler.n_chains=3", "sampler.n_samples=30"])
+    C.check_ranks(cfg, 1)
+    C.check_ranks(cfg, 3)
+    with pytest.raises(C.InputError, match=r"sampler.n_chains = 3 is not divisible by .* \(2\)"):
+        C.check_ranks(cfg, 2)
+
+
+def test_missing_file_and_section(tmp_path):
+    with pytest.raises(C.InputError, match="no such input file"):
+        C.load(tmp_path / "nope.toml")
+    (tmp_path / "a.toml").write_text("[system]\ntype = 'j1j2'\nL = 4\n")
+    with pytest.raises(C.InputError, match=r"section \[model\] is missing"):
+        C.load(tmp_path / "a.toml")
+    (tmp_path / "b.toml").write_text("[system\n")
+    with pytest.raises(C.InputError, match="not valid TOML"):
+        C.load(tmp_path / "b.toml")
+    text = QUICKSTART.read_text() + "\n[sytem]\nx = 1\n"
+    with pytest.raises(C.InputError, match=r"unknown section \[sytem\] \(did you mean 'system'\?\)"):
+        C.loads(text)
+
+
+def test_readme_input_reference_is_current():
+    """README's input reference is generated from the config classes: keep them equal."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    start = readme.index("<!-- input-reference:start -->") + len("<!-- input-reference:start -->")
+    end = readme.index("<!-- input-reference:end -->")
+    assert readme[start:end].strip() == C.input_reference().strip(), (
+        "README input reference is stale: regenerate it with "
+        "python -c 'from hpcvmc.config import input_reference; print(input_reference())'"
+    )

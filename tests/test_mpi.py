@@ -1,0 +1,71 @@
+"""Launch the MPI test suite and the MPI end-to-end checks with mpirun.
+
+One ``pytest`` therefore runs everything: a failure under mpirun fails the test here, with the
+inner output shown.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).parents[1]
+MPIRUN = shutil.which("mpirun", path=str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"])
+pytestmark = pytest.mark.skipif(MPIRUN is None, reason="no mpirun on PATH (install the mpich extra)")
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(PYTHONUNBUFFERED="1", JAX_PLATFORMS="cpu",
+               XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+    return env
+
+
+def mpirun(n: int, *args: str, timeout: float = 600, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([MPIRUN, "-n", str(n), *args], cwd=cwd, env=_env(), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("n_ranks", [2])
+def test_mpi_suite(n_ranks):
+    proc = mpirun(n_ranks, sys.executable, "-m", "pytest", "--with-mpi", "-q", "-p", "no:cacheprovider",
+                  "tests/mpi")
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-4000:]
+
+
+def test_minsr_on_four_ranks():
+    """The distributed solver with an uneven row split needs R > 2 too."""
+    proc = mpirun(4, sys.executable, "-m", "pytest", "--with-mpi", "-q", "-p", "no:cacheprovider",
+                  "tests/mpi/test_minsr_mpi.py")
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-4000:]
+
+
+def test_run_on_two_ranks_equals_one_rank(tmp_path):
+    """`hpcvmc run` under 1 rank and under mpirun -n 2: the same energy history to 1e-8."""
+    histories = []
+    for n, name in ((1, "one"), (2, "two")):
+        cmd = [sys.executable, "-m", "hpcvmc", "run", "jobs/quickstart.toml",
+               "--set", "run.steps=5", "--set", f"run.output={tmp_path / name}",
+               "--set", "sampler.n_samples=256", "--set", "sampler.n_chains=16"]
+        proc = mpirun(n, *cmd)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        histories.append(np.genfromtxt(tmp_path / name / "history.csv", delimiter=",", names=True))
+    one, two = histories
+    for key in ("energy", "error", "variance", "acceptance", "update_norm"):
+        np.testing.assert_allclose(two[key], one[key], rtol=1e-8, err_msg=key)
+
+
+def test_failing_rank_brings_the_job_down():
+    script = ("import time; from hpcvmc.parallel import init_distributed; c = init_distributed();\n"
+              "if c.rank == 1: raise RuntimeError('rank 1 fails')\n"
+              "time.sleep(120)")
+    start = time.monotonic()
+    proc = mpirun(2, sys.executable, "-c", script, timeout=100)
+    assert proc.returncode != 0
+    assert time.monotonic() - start < 30
+    assert "rank 1 fails" in proc.stderr
