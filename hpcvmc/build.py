@@ -98,6 +98,9 @@ class Setup:
 def build(config: C.Config, comm: Comm) -> Setup:
     """Build system, model, sampler and optimizer from a validated Config."""
     C.check_ranks(config, comm.size)
+    if config.system.type not in SYSTEM_BUILDERS:
+        raise C.InputError(f"system.type = {config.system.type!r} has no VMC driver yet "
+                           "(its references: hpcvmc reference)")
     system = SYSTEM_BUILDERS[config.system.type](config.system)
     model = MODEL_BUILDERS[config.model.type](config.model, system)
     scfg = config.sampler

@@ -18,7 +18,8 @@ plain h5py or h5dump:
 
 A file is written by rank 0 to a temporary name in the same folder, flushed, fsynced and
 renamed over the final name (atomic on POSIX), so a kill at any moment leaves either the old
-set of checkpoints or the new one. The newest ``keep`` files are kept.
+set of checkpoints or the new one (plus a stale temporary file, removed by the next write).
+The newest ``keep`` files are kept.
 """
 
 from __future__ import annotations
@@ -185,6 +186,8 @@ def save(snap: Snapshot, output: str | Path, keep: int) -> Path:
     _fsync_dir(folder)
     for old in list_checkpoints(output)[keep:]:
         old.unlink()
+    for stale in folder.glob(".step_*.h5.tmp*"):  # left by a writer that was killed
+        stale.unlink()
     return final
 
 

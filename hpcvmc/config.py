@@ -108,7 +108,7 @@ class MoireConfig:
         None, "Coulomb strength U = a_M / a_B* directly (overrides epsilon when set).", minimum=0.0
     )
     sites: int = option(
-        9, "Named supercell: number of moire sites (3, 9, 12, 21 or 27).",
+        9, "Named supercell: its number of moire sites.",
         choices=NAMED_MOIRE_SUPERCELLS,
     )
     supercell: list[list[int]] | None = option(

@@ -102,10 +102,13 @@ def solve(
         small system K x = b) and ``update_norm`` (``||delta||``).
 
     Raises:
-        ValueError: on inconsistent shapes or an unknown method.
+        ValueError: on inconsistent shapes, an unknown method, n_rows_max below n_local, or
+            a missing n_rows_max inside a jax transformation on several ranks.
     """
     n_local, n_params = _check_shapes(O_local, eps_local)
     rows_max = _max_rows(n_local, O_local, comm) if n_rows_max is None else n_rows_max
+    if n_local > rows_max:
+        raise ValueError(f"n_rows_max = {rows_max} is below this rank's {n_local} rows")
     n_kernel = _stacked_rows(O_local.dtype) * comm.size * rows_max
     chosen = _choose_method(method, n_params, n_kernel)
     if chosen == "minsr":

@@ -136,7 +136,9 @@ def solve_bands(
     G_int = reciprocal_shell(g_max)
     energies, vectors = np.linalg.eigh(continuum_hamiltonian(k, G_int, V_E0, phi))
     coefficients = np.swapaxes(vectors[:, :, :n_bands], 1, 2)
-    return BandStructure(k=k, energies=energies[:, :n_bands], coefficients=coefficients, G_int=G_int)
+    return BandStructure(
+        k=k, energies=energies[:, :n_bands], coefficients=coefficients, G_int=G_int
+    )
 
 
 def supercell_bands(
@@ -155,7 +157,9 @@ def supercell_bands(
     return solve_bands(supercell_kpoints(params.M), params.V_E0, params.phi, n_bands, g_max)
 
 
-def shift_coefficients(coefficients: np.ndarray, G_int: np.ndarray, shift: np.ndarray) -> np.ndarray:
+def shift_coefficients(
+    coefficients: np.ndarray, G_int: np.ndarray, shift: np.ndarray
+) -> np.ndarray:
     """Periodic gauge: coefficients of the state at k + G0 from those at k, c_{k+G0}(G) = c_k(G+G0).
 
     Components whose G + G0 lies outside the basis are set to zero (negligible when converged).

@@ -35,7 +35,12 @@ import numpy as np
 import scipy.sparse
 import scipy.sparse.linalg
 
-from hpcvmc.reference.bands import DEFAULT_G_MAX, BandStructure, supercell_bands
+from hpcvmc.reference.bands import (
+    DEFAULT_G_MAX,
+    BandStructure,
+    shift_coefficients,
+    supercell_bands,
+)
 from hpcvmc.reference.hf import coulomb_fourier, madelung_constant
 from hpcvmc.systems.moire_lattice import (
     MoireParameters,
@@ -51,6 +56,22 @@ DENSE_LIMIT = 400
 # ------------------------------------------------------------------------------------------------
 # Two-body matrix elements
 # ------------------------------------------------------------------------------------------------
+def _index_table(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Dense lookup table of integer 2-vectors: table[v - offset] = row of v, -1 elsewhere."""
+    offset = vectors.min(axis=0)
+    table = -np.ones(tuple(vectors.max(axis=0) - offset + 1), dtype=np.int64)
+    table[tuple((vectors - offset).T)] = np.arange(len(vectors))
+    return table, offset
+
+
+def _lookup(table: np.ndarray, offset: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """Rows of integer 2-vectors (..., 2) in an `_index_table`, -1 where absent, shape (...)."""
+    pos = vectors - offset
+    inside = np.all((pos >= 0) & (pos < np.array(table.shape)), axis=-1)
+    pos = np.where(inside[..., None], pos, 0)
+    return np.where(inside, table[pos[..., 0], pos[..., 1]], -1)
+
+
 def form_factors(bands: BandStructure) -> tuple[np.ndarray, np.ndarray]:
     """Lambda[p', p, g] = sum_G c_p'(G + g)^* c_p(G) for the lowest band, every g in G - G.
 
@@ -64,13 +85,9 @@ def form_factors(bands: BandStructure) -> tuple[np.ndarray, np.ndarray]:
     G = bands.G_int
     c = bands.coefficients[:, 0, :]
     g_int = np.unique((G[:, None, :] - G[None, :, :]).reshape(-1, 2), axis=0)
-    index = {tuple(v): i for i, v in enumerate(G.tolist())}
     lam = np.zeros((len(c), len(c), len(g_int)), dtype=complex)
-    for n, g in enumerate(g_int.tolist()):
-        pairs = [(i, index[(a + g[0], b + g[1])]) for i, (a, b) in enumerate(G.tolist())
-                 if (a + g[0], b + g[1]) in index]
-        src, dst = np.array(pairs).T
-        lam[:, :, n] = c[:, dst].conj() @ c[:, src].T
+    for n, g in enumerate(g_int):
+        lam[:, :, n] = shift_coefficients(c, G, g).conj() @ c.T
     return lam, g_int
 
 
@@ -88,20 +105,16 @@ def interaction_tensor(params: MoireParameters, bands: BandStructure) -> np.ndar
     n_k = len(k)
     lam, g_int = form_factors(bands)
     g_cart = g_int @ moire_reciprocal_basis()
-    offset = g_int.min(axis=0)
-    table = -np.ones(tuple(g_int.max(axis=0) - offset + 1), dtype=int)
-    table[tuple((g_int - offset).T)] = np.arange(len(g_int))
+    table, offset = _index_table(g_int)
     lookup = _momentum_lookup(params, k)
     labels = momentum_labels(params.M, k)
     p2, p3 = (a.ravel() for a in np.meshgrid(np.arange(n_k), np.arange(n_k), indexing="ij"))
     W = np.zeros((n_k,) * 4, dtype=complex)
     for p1 in range(n_k):
         p4 = lookup[_code(labels[p1] + labels[p2] - labels[p3], n_k)]
-        delta = np.rint(moire_coordinates(k[p3] + k[p4] - k[p1] - k[p2])).astype(int)
-        other = delta[:, None, :] - g_int[None, :, :] - offset
-        inside = np.all((other >= 0) & (other < np.array(table.shape)), axis=-1)
-        idx = np.where(inside, table[tuple(np.where(inside[..., None], other, 0).transpose(2, 0, 1))], -1)
-        second = np.where(idx >= 0, lam[p2[:, None], p3[:, None], np.maximum(idx, 0)], 0.0)
+        delta = np.rint(moire_coordinates(k[p3] + k[p4] - k[p1] - k[p2])).astype(np.int64)
+        other = _lookup(table, offset, delta[:, None, :] - g_int[None, :, :])
+        second = np.where(other >= 0, lam[p2[:, None], p3[:, None], other], 0.0)
         v = coulomb_fourier((k[p1] - k[p4])[:, None, :] + g_cart[None, :, :], params.U)
         W[p1, p2, p3, p4] = np.sum(v * lam[p1, p4] * second, axis=1) / params.area
     return W
@@ -195,7 +208,8 @@ def fock_states(n_modes: int, n_particles: int) -> np.ndarray:
     by_count = {0: np.zeros(1, dtype=np.uint64)}
     for mode in range(n_modes):
         bit = np.uint64(1) << np.uint64(mode)
-        reachable = range(max(0, n_particles - (n_modes - mode - 1)), min(mode + 1, n_particles) + 1)
+        remaining = n_modes - mode - 1
+        reachable = range(max(0, n_particles - remaining), min(mode + 1, n_particles) + 1)
         by_count = {
             n: np.concatenate([by_count.get(n, _EMPTY), by_count.get(n - 1, _EMPTY) | bit])
             for n in reachable
@@ -311,7 +325,8 @@ def sector_hamiltonian(
         new = removed[i] | term.created[j]
         lower = new >= states[hit[i]]
         i, j, new = i[lower], j[lower], new[lower]
-        sign = _parity(removed[i] & term.created_sign[j]) ^ _parity(states[hit[i]] & term.removed_sign)
+        sign = _parity(removed[i] & term.created_sign[j])
+        sign ^= _parity(states[hit[i]] & term.removed_sign)
         rows.append(local[ranker.rank(new)])
         cols.append(hit[i])
         vals.append(term.amplitude[j] * (1 - 2 * sign.astype(np.float64)))
@@ -344,7 +359,8 @@ def lowest_eigenvalue(lower: scipy.sparse.csr_matrix, tol: float = 1e-12, seed: 
         return float(np.linalg.eigvalsh(full_matrix(lower).toarray())[0])
     v0 = np.random.default_rng(seed).normal(size=lower.shape[0]).astype(complex)
     op = hermitian_operator(lower)
-    value = scipy.sparse.linalg.eigsh(op, k=1, which="SA", tol=tol, v0=v0, return_eigenvectors=False)
+    value = scipy.sparse.linalg.eigsh(op, k=1, which="SA", tol=tol, v0=v0,
+                                      return_eigenvectors=False)
     return float(value[0])
 
 
@@ -368,8 +384,9 @@ def run_bped(
     Returns:
         JSON-able dict: "energy_E0", "energy_meV", "energy_per_electron_E0",
         "energy_per_electron_meV" (lowest over the solved sectors, including N U xi / 2),
-        "ground_sector", "sectors" (per sector: index, k, label, dimension, nnz, energy_E0,
-        energy_per_electron_meV, wall_s), "eps_k_E0", "madelung_xi", "wall_s".
+        "ground_sector", "sectors" (per non-empty sector: index, k, label, dimension,
+        nnz_lower_triangle, energy_E0, energy_per_electron_meV, wall_s), "eps_k_E0",
+        "madelung_xi", "g_max", "wall_s".
 
     Raises:
         NotImplementedError: for an unpolarized system.
@@ -395,6 +412,8 @@ def run_bped(
     for index in range(n_k) if sectors is None else sectors:
         t0 = time.perf_counter()
         sector = states[codes == _code(labels[index], n_k)]
+        if len(sector) == 0:
+            continue
         H = sector_hamiltonian(sector, eps, terms, ranker)
         energy = lowest_eigenvalue(H, tol) + constant
         results.append({
@@ -402,7 +421,7 @@ def run_bped(
             "k": bands.k[index].tolist(),
             "label": labels[index].tolist(),
             "dimension": int(len(sector)),
-            "nnz": int(H.nnz),
+            "nnz_lower_triangle": int(H.nnz),
             "energy_E0": energy,
             "energy_per_electron_meV": energy * params.E0_meV / n,
             "wall_s": time.perf_counter() - t0,

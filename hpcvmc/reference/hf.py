@@ -1,4 +1,4 @@
-"""Unrestricted (spin-polarized) Hartree-Fock for electrons in a moire potential on a supercell torus.
+"""Unrestricted (spin-polarized) Hartree-Fock for moire electrons on a supercell torus.
 
 Hamiltonian (energies in E0, lengths in a_M; `hpcvmc.reference.bands` for h):
 
@@ -95,10 +95,13 @@ def madelung_constant(cell: np.ndarray, alpha: float | None = None, tol: float =
     G = G[G > 1e-12]
     real = np.sum(scipy.special.erfc(alpha * L) / L)
     recip = 2.0 * np.pi / area * np.sum(scipy.special.erfc(G / (2.0 * alpha)) / G)
-    return float(real + recip - 2.0 * np.sqrt(np.pi) / (alpha * area) - 2.0 * alpha / np.sqrt(np.pi))
+    background = 2.0 * np.sqrt(np.pi) / (alpha * area)
+    return float(real + recip - background - 2.0 * alpha / np.sqrt(np.pi))
 
 
-def ewald_potential(r: np.ndarray, cell: np.ndarray, alpha: float | None = None, tol: float = 1e-16) -> np.ndarray:
+def ewald_potential(
+    r: np.ndarray, cell: np.ndarray, alpha: float | None = None, tol: float = 1e-16
+) -> np.ndarray:
     """Periodic Coulomb potential with neutralizing background, phi(r) (in 1/a_M).
 
     phi(r) = sum_L erfc(alpha|r+L|)/|r+L| + (2 pi/A) sum_{G != 0} cos(G.r) erfc(|G|/(2 alpha))/|G|
@@ -227,14 +230,17 @@ class FockBuilder:
     v_hat: np.ndarray
     """FFT of v(q)/A on the exchange grid, shape grid."""
     pair_order: np.ndarray
-    """Flat pair indices a * n + b sorted by difference index, shape (n^2,)."""
+    """Flat indices a * n + b of the pairs on the computed diagonals (index(a - b) >= the index
+    of d = 0; the others follow from K = K^H), sorted by difference index, shape (n_pairs,)."""
     chunk_bounds: np.ndarray
-    """Start of each block of differences in `pair_order`, shape (n_chunks + 1,)."""
+    """Start of each block of diagonals in `pair_order`, shape (n_chunks + 1,)."""
     chunk_diffs: np.ndarray
     """First difference index of each block, shape (n_chunks + 1,)."""
 
 
-def fock_builder(params: MoireParameters, basis: SupercellBasis, chunk_bytes: float = 64e6) -> FockBuilder:
+def fock_builder(
+    params: MoireParameters, basis: SupercellBasis, chunk_bytes: float = 64e6
+) -> FockBuilder:
     """Precompute the Coulomb kernel on the basis differences and the exchange-chunk layout.
 
     Args:
@@ -248,35 +254,56 @@ def fock_builder(params: MoireParameters, basis: SupercellBasis, chunk_bytes: fl
     B = supercell_reciprocal(params.M)
     v_diff = coulomb_fourier(basis.diff_int @ B, params.U) / basis.area
     flat_diff = basis.diff_index.ravel()
-    order = np.argsort(flat_diff, kind="stable")
     n_d = len(basis.diff_int)
+    first = (n_d - 1) // 2  # diff_int is sorted and symmetric: d = 0 is in the middle
+    order = np.nonzero(flat_diff >= first)[0]
+    order = order[np.argsort(flat_diff[order], kind="stable")]
     per_chunk = max(1, int(chunk_bytes // (16 * basis.grid[0] * basis.grid[1])))
-    diffs = np.append(np.arange(0, n_d, per_chunk), n_d)
+    diffs = np.append(np.arange(first, n_d, per_chunk), n_d)
     bounds = np.searchsorted(flat_diff[order], diffs)
     return FockBuilder(basis, v_diff, _grid_coulomb(params, basis), order, bounds, diffs)
 
 
+def _difference_sum(basis: SupercellBasis, P: np.ndarray) -> np.ndarray:
+    """rho(p) = sum_{Q - Q' = p} P[Q, Q'] for every p in `basis.diff_int`, shape (n_d,)."""
+    index = basis.diff_index.ravel()
+    n_d = len(basis.diff_int)
+    return np.bincount(index, P.real.ravel(), n_d) + 1j * np.bincount(index, P.imag.ravel(), n_d)
+
+
 def hartree_matrix(builder: FockBuilder, P: np.ndarray) -> np.ndarray:
-    """J[a, b] = (1/A) v(a - b) rho(a - b), rho(p) = sum_{Q - Q' = p} P[Q, Q'] (in E0), shape (n, n)."""
-    index = builder.basis.diff_index
-    n_d = len(builder.basis.diff_int)
-    rho = np.bincount(index.ravel(), P.real.ravel(), n_d) + 1j * np.bincount(index.ravel(), P.imag.ravel(), n_d)
-    return (builder.v_diff * rho)[index]
+    """J[a, b] = (1/A) v(a - b) rho(a - b), rho(p) = sum_{Q - Q' = p} P[Q, Q'] (in E0).
+
+    Args:
+        builder: precomputed Fock pieces.
+        P: density matrix, shape (n, n).
+
+    Returns:
+        J, shape (n, n).
+    """
+    return (builder.v_diff * _difference_sum(builder.basis, P))[builder.basis.diff_index]
 
 
 def exchange_matrix(builder: FockBuilder, P: np.ndarray) -> np.ndarray:
-    """K[a, b] = -(1/A) sum_{q != 0} v(q) P[a - q, b - q] (in E0), shape (n, n).
+    """K[a, b] = -(1/A) sum_{q != 0} v(q) P[a - q, b - q] (in E0) for Hermitian P.
 
-    For each diagonal d = a - b, D_d(c) = P[c + d, c] is convolved with v on the FFT grid:
-    K[b + d, b] = -(v/A * D_d)(b).
+    For each diagonal d = a - b, D_d(c) = P[c + d, c] is convolved with v on the FFT grid,
+    K[b + d, b] = -(v/A * D_d)(b); half of the diagonals are computed, the rest is K^H.
+
+    Args:
+        builder: precomputed Fock pieces.
+        P: Hermitian density matrix, shape (n, n).
+
+    Returns:
+        K, shape (n, n), Hermitian.
     """
     basis = builder.basis
     n = len(basis.Q_int)
     n_grid = basis.grid[0] * basis.grid[1]
     column = builder.pair_order % n
     values = P.ravel()[builder.pair_order]
-    out = np.empty(n * n, dtype=complex)
     flat_diff = basis.diff_index.ravel()[builder.pair_order]
+    out = np.zeros(n * n, dtype=complex)
     for i in range(len(builder.chunk_diffs) - 1):
         lo, hi = builder.chunk_bounds[i], builder.chunk_bounds[i + 1]
         d0, d1 = builder.chunk_diffs[i], builder.chunk_diffs[i + 1]
@@ -286,7 +313,9 @@ def exchange_matrix(builder: FockBuilder, P: np.ndarray) -> np.ndarray:
         D = D.reshape(d1 - d0, *basis.grid)
         conv = scipy.fft.ifft2(scipy.fft.fft2(D) * builder.v_hat).reshape(d1 - d0, n_grid)
         out[builder.pair_order[lo:hi]] = -conv[slot]
-    return out.reshape(n, n)
+    K = out.reshape(n, n)
+    computed = basis.diff_index >= builder.chunk_diffs[0]
+    return np.where(computed, K, K.conj().T)
 
 
 def hf_energy_terms(h: np.ndarray, J: np.ndarray, K: np.ndarray, P: np.ndarray) -> dict[str, float]:
@@ -324,7 +353,9 @@ def site_potential(
     return (2.0 * np.pi * width**2 / basis.area * gauss * structure)[basis.diff_index]
 
 
-def guess_potential(params: MoireParameters, basis: SupercellBasis, name: str, seed: int) -> np.ndarray:
+def guess_potential(
+    params: MoireParameters, basis: SupercellBasis, name: str, seed: int
+) -> np.ndarray:
     """Symmetry-breaking seed potential of an initial guess (switched off after the first step).
 
     Args:
@@ -350,21 +381,22 @@ def guess_potential(params: MoireParameters, basis: SupercellBasis, name: str, s
         return site_potential(params, basis, strength * rng.normal(size=n_sites))
     if name in ("honeycomb", "triangular"):
         if not supports_sqrt3(params.M):
-            raise ValueError(f"supercell {params.M} does not contain the sqrt3 x sqrt3 superlattice")
+            raise ValueError(f"supercell {params.M} does not fit sqrt3 x sqrt3 order")
         on_zero = sqrt3_sublattice(moire_sites(params.M)[1]) == 0
         sign = 1.0 if name == "honeycomb" else -1.0
         return site_potential(params, basis, sign * strength * on_zero.astype(float))
-    raise ValueError(f"unknown Hartree-Fock guess {name!r}: use fermi_liquid, honeycomb, triangular or random")
+    raise ValueError(
+        f"unknown Hartree-Fock guess {name!r}: use fermi_liquid, honeycomb, triangular or random"
+    )
 
 
 # ------------------------------------------------------------------------------------------------
 # Self-consistent field
 # ------------------------------------------------------------------------------------------------
-def _occupied_density(F: np.ndarray, n_occ: int) -> tuple[np.ndarray, np.ndarray]:
-    """Aufbau: P = C C^H from the n_occ lowest eigenvectors of F; also the eigenvalues."""
-    eigenvalues, vectors = np.linalg.eigh(F)
-    C = vectors[:, :n_occ]
-    return C @ C.conj().T, eigenvalues
+def _occupied_density(F: np.ndarray, n_occ: int) -> np.ndarray:
+    """Aufbau: P = C C^H from the n_occ lowest eigenvectors of F, shape (n, n)."""
+    C = np.linalg.eigh(F)[1][:, :n_occ]
+    return C @ C.conj().T
 
 
 def _diis_extrapolate(focks: list[np.ndarray], errors: list[np.ndarray]) -> np.ndarray:
@@ -404,7 +436,8 @@ def run_scf(
 
     Returns:
         Dict with the converged density matrix "P", total energy "energy" (E0, including
-        N U xi / 2), its parts, "converged", "iterations", "fock_eigenvalues".
+        N U xi / 2), its parts, "converged", "iterations" and "gap" (lowest empty minus highest
+        occupied eigenvalue of the last Fock matrix, in E0).
     """
     n_occ = params.n_electrons
     constant = 0.5 * n_occ * params.U * madelung_constant(params.cell)
@@ -425,15 +458,15 @@ def run_scf(
         energy_prev = energy
         focks = (focks + [F])[-diis_size:]
         errors = (errors + [error])[-diis_size:]
-        P, _ = _occupied_density(_diis_extrapolate(focks, errors), n_occ)
-    _, eigenvalues = np.linalg.eigh(F)
+        P = _occupied_density(_diis_extrapolate(focks, errors), n_occ)
+    levels = np.linalg.eigvalsh(F)
     return {
         "P": P,
         "energy": energy,
         "terms": {**terms, "madelung": constant},
         "converged": converged,
         "iterations": iteration,
-        "fock_eigenvalues": eigenvalues,
+        "gap": float(levels[n_occ] - levels[n_occ - 1]),
     }
 
 
@@ -458,10 +491,8 @@ def density_on_grid(
         Density in 1/a_M^2, shape (m_1, m_2), real.
     """
     lengths = np.linalg.norm(params.cell, axis=1)
-    shape = tuple(max(g, int(np.ceil(points_per_aM * length))) for g, length in zip(basis.grid, lengths))
-    index = basis.diff_index.ravel()
-    n_d = len(basis.diff_int)
-    rho_p = np.bincount(index, P.real.ravel(), n_d) + 1j * np.bincount(index, P.imag.ravel(), n_d)
+    shape = tuple(max(g, int(np.ceil(points_per_aM * x))) for g, x in zip(basis.grid, lengths))
+    rho_p = _difference_sum(basis, P)
     spectrum = np.zeros(shape, dtype=complex)
     wrapped = np.mod(basis.diff_int, shape)
     spectrum[wrapped[:, 0], wrapped[:, 1]] = rho_p
@@ -509,9 +540,8 @@ def site_charges(params: MoireParameters, basis: SupercellBasis, P: np.ndarray) 
         Charges, shape (N_sites,), in the order of `moire_sites(params.M)`; they sum to N.
     """
     p = basis.diff_int @ supercell_reciprocal(params.M)
-    index = basis.diff_index.ravel()
     n_d = len(p)
-    rho_p = np.bincount(index, P.real.ravel(), n_d) + 1j * np.bincount(index, P.imag.ravel(), n_d)
+    rho_p = _difference_sum(basis, P)
     nodes, weights = hexagon_quadrature()
     sites, _ = moire_sites(params.M)
     charges = np.zeros(len(sites))
@@ -546,6 +576,20 @@ def classify_state(params: MoireParameters, sublattice: np.ndarray, tol: float =
 # ------------------------------------------------------------------------------------------------
 # Driver
 # ------------------------------------------------------------------------------------------------
+def _guess_list(
+    params: MoireParameters, guesses: Sequence[str], n_random: int, seed: int
+) -> list[tuple[str, str, int]]:
+    """(label, guess name, seed) of every SCF start: "random" n_random times, sqrt3 guesses only
+    on cells that fit sqrt3 order."""
+    out = []
+    for name in guesses:
+        if name == "random":
+            out += [(f"random_{r}", name, seed + r) for r in range(n_random)]
+        elif name not in ("honeycomb", "triangular") or supports_sqrt3(params.M):
+            out.append((name, name, seed))
+    return out
+
+
 def run_hf(
     params: MoireParameters,
     q_max: float = DEFAULT_Q_MAX,
@@ -573,28 +617,26 @@ def run_hf(
         JSON-able dict: "energy_E0", "energy_meV", "energy_per_electron_E0",
         "energy_per_electron_meV" (lowest state, totals include N U xi / 2), "terms_E0",
         "madelung_xi", "state" (guess, classification, site and sublattice charges),
-        "density" (rho in 1/a_M^2 at r_ij = (i/m_1) L_1 + (j/m_2) L_2), "guesses" (energy and convergence of each),
-        "basis_size", "q_max", "wall_s".
+        "fock_gap_meV", "density" (rho in 1/a_M^2 at r_ij = (i/m_1) L_1 + (j/m_2) L_2),
+        "guesses" (energy in E0, convergence and iterations of each), "basis_size", "q_max",
+        "wall_s".
 
     Raises:
         NotImplementedError: for an unpolarized system.
     """
     if not params.spin_polarized:
-        raise NotImplementedError("run_hf supports spin-polarized systems only (set spin_polarized = true)")
+        raise NotImplementedError(
+            "run_hf supports spin-polarized systems only (set spin_polarized = true)"
+        )
     start = time.perf_counter()
     basis = supercell_basis(params, q_max)
     builder = fock_builder(params, basis)
     h = one_body_matrix(params, basis)
-    names = [g for g in guesses if g != "random" or n_random > 0]
     runs: list[tuple[str, dict[str, Any]]] = []
-    for name in names:
-        repeats = n_random if name == "random" else 1
-        if name in ("honeycomb", "triangular") and not supports_sqrt3(params.M):
-            continue
-        for r in range(repeats):
-            label = f"{name}_{r}" if name == "random" else name
-            P0, _ = _occupied_density(h + guess_potential(params, basis, name, seed + r), params.n_electrons)
-            runs.append((label, run_scf(params, builder, h, P0, e_tol, max_iter)))
+    for label, name, guess_seed in _guess_list(params, guesses, n_random, seed):
+        seeded = h + guess_potential(params, basis, name, guess_seed)
+        P0 = _occupied_density(seeded, params.n_electrons)
+        runs.append((label, run_scf(params, builder, h, P0, e_tol, max_iter)))
     pool = [run for run in runs if run[1]["converged"]] or runs
     best_label, best = min(pool, key=lambda run: run[1]["energy"])
     rho = density_on_grid(params, basis, best["P"], density_points_per_aM)
@@ -611,6 +653,7 @@ def run_hf(
         "madelung_xi": madelung_constant(params.cell),
         "converged": best["converged"],
         "iterations": best["iterations"],
+        "fock_gap_meV": best["gap"] * params.E0_meV,
         "state": {
             "guess": best_label,
             "classification": classify_state(params, sub),
@@ -620,7 +663,11 @@ def run_hf(
         },
         "density": {"cell": params.cell.tolist(), "rho": rho.tolist()},
         "guesses": {
-            label: {"energy_E0": run["energy"], "converged": run["converged"], "iterations": run["iterations"]}
+            label: {
+                "energy_E0": run["energy"],
+                "converged": run["converged"],
+                "iterations": run["iterations"],
+            }
             for label, run in runs
         },
         "basis_size": len(basis.Q),

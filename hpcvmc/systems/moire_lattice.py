@@ -255,7 +255,7 @@ def sqrt3_sublattice(integer_sites: np.ndarray) -> np.ndarray:
 
 
 def supports_sqrt3(M: IntMatrix) -> bool:
-    """Whether the supercell is compatible with sqrt3 x sqrt3 order (L_1, L_2 in the superlattice)."""
+    """Whether the cell fits sqrt3 x sqrt3 order (L_1, L_2 in the sqrt3 superlattice)."""
     return bool(np.all(sqrt3_sublattice(np.asarray(M).T) == 0))
 
 
