@@ -35,8 +35,22 @@ def _vit(cfg: C.ViTConfig, system: Any) -> nn.Module:
                symmetrize=cfg.symmetrize, dtype=cfg.dtype)
 
 
-SYSTEM_BUILDERS: dict[str, Callable[[Any], Any]] = {"j1j2": lattice.from_config}
-MODEL_BUILDERS: dict[str, Callable[[Any, Any], nn.Module]] = {"rbm": _rbm, "vit": _vit}
+def _slater(cfg: C.SlaterConfig, system: Any) -> nn.Module:
+    from hpcvmc.models import slater
+
+    return slater.from_config(cfg, system)
+
+
+def _moire(cfg: C.MoireConfig) -> Any:
+    from hpcvmc.systems import moire
+
+    return moire.from_config(cfg)
+
+
+SYSTEM_BUILDERS: dict[str, Callable[[Any], Any]] = {"j1j2": lattice.from_config, "moire": _moire}
+MODEL_BUILDERS: dict[str, Callable[[Any, Any], nn.Module]] = {
+    "rbm": _rbm, "vit": _vit, "slater": _slater,
+}
 
 
 def _schedule(initial: float, final: float | None, decay: str, steps: int) -> Callable | float:
@@ -71,7 +85,7 @@ class Setup:
         comm: the communicator.
         system: the physical system (local energy, configuration shape).
         model: the flax module.
-        sampler: ExchangeSampler or ExactSampler.
+        sampler: ExchangeSampler, ExactSampler or GaussianSampler.
         optimizer: the natural-gradient optimizer.
         chain_ids: global indices of this rank's chains (empty for the exact sampler).
     """
@@ -91,8 +105,21 @@ class Setup:
     def init_params(self) -> Any:
         """Parameters from the run seed (identical on every rank)."""
         key = jax.random.fold_in(jax.random.PRNGKey(self.config.run.seed), PURPOSE_PARAMS)
-        dummy = jnp.ones((1, self.system.n_sites))
+        dummy = jnp.ones((1,) + tuple(self.system.config_shape))
         return self.model.init(key, dummy)["params"]
+
+
+def _chain_sampler(scfg: Any, system: Any, seed: int) -> Any:
+    """The Markov-chain sampler of a ``[sampler]`` section (exchange or gaussian)."""
+    if isinstance(scfg, C.GaussianSamplerConfig):
+        from hpcvmc import continuum_sampling
+
+        return continuum_sampling.from_config(scfg, system, seed)
+    return ExchangeSampler(
+        n_sites=system.n_sites, pairs=system.exchange_pairs(),
+        samples_per_chain=scfg.samples_per_chain, sweeps=scfg.sweeps,
+        burn_in=scfg.burn_in, discard=scfg.discard, seed=seed,
+    )
 
 
 def build(config: C.Config, comm: Comm) -> Setup:
@@ -108,11 +135,7 @@ def build(config: C.Config, comm: Comm) -> Setup:
         sampler: Any = ExactSampler.for_sites(system.n_sites, comm)
         chain_ids = np.zeros(0, dtype=np.int64)
     else:
-        sampler = ExchangeSampler(
-            n_sites=system.n_sites, pairs=system.exchange_pairs(),
-            samples_per_chain=scfg.samples_per_chain, sweeps=scfg.sweeps,
-            burn_in=scfg.burn_in, discard=scfg.discard, seed=config.run.seed,
-        )
+        sampler = _chain_sampler(scfg, system, config.run.seed)
         per_rank = scfg.n_chains // comm.size
         chain_ids = np.arange(comm.rank * per_rank, (comm.rank + 1) * per_rank)
     optimizer = build_optimizer(config.optimizer, config.run.steps)

@@ -1,4 +1,4 @@
-"""Command line: ``hpcvmc run | validate | inspect | exact | plot``.
+"""Command line: ``hpcvmc run | validate | inspect | exact | plot | attention``.
 
 Exit codes: 0 success, 1 an unexpected failure (under MPI the whole job is aborted), 2 bad input
 (one line on stderr naming the key or file; nothing existing is touched), 3 a run stopped on a
@@ -153,6 +153,36 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_attention(args: argparse.Namespace) -> int:
+    """Attention maps of a ViT run and their input-dependence measure per layer and head."""
+    from hpcvmc import checkpoint as ckpt
+    from hpcvmc.analysis.attention import attention_summary, plot_attention, to_jsonable
+
+    run_dir = Path(args.run_dir)
+    info = _summary(run_dir)  # validates the folder; raises InputError with its name
+    config = loads(ckpt.read(info["checkpoints"][0]).input_toml, source=str(run_dir))
+    if config.model.type != "vit":
+        raise InputError(f"{run_dir}: model.type = {config.model.type!r} has no attention maps")
+    comm = _init(config)
+    from hpcvmc.analysis.sampling import sample_from_checkpoint
+
+    setup, params, x = sample_from_checkpoint(config, comm, Path(info["checkpoints"][0]),
+                                              args.samples)
+    summary = attention_summary(setup.model, params, x)
+    if args.png:
+        plot_attention(summary, args.png)
+    if args.json:
+        print(json.dumps(to_jsonable(summary)))
+        return 0
+    print(f"{config.model.attention} attention, {summary['n_samples']} samples, step {info['step']}")
+    print("input dependence D = mean_ij std_s(alpha_ij) / mean_ij |mean_s alpha_ij|")
+    for layer, row in enumerate(summary["D"]):
+        print(f"  layer {layer}: " + "  ".join(f"head {h}: {d:.3e}" for h, d in enumerate(row)))
+    if args.png:
+        print(f"wrote {args.png}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hpcvmc", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"hpcvmc {__version__}")
@@ -184,6 +214,12 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("run_dir")
     q.add_argument("--out", help="PNG file (default RUN_DIR/energy.png)")
     q.set_defaults(func=cmd_plot)
+    q = sub.add_parser("attention", help="attention maps of a ViT run (input dependence)")
+    q.add_argument("run_dir")
+    q.add_argument("--samples", type=int, default=512, help="sampled configurations to use")
+    q.add_argument("--json", action="store_true")
+    q.add_argument("--png", metavar="FILE", help="write the maps (mean and spread) to FILE")
+    q.set_defaults(func=cmd_attention)
     return p
 
 

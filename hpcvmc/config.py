@@ -188,6 +188,49 @@ class ViTConfig:
             raise InputError("model.type = 'vit' needs a lattice system (system.type = 'j1j2')")
 
 
+@dataclass(frozen=True, kw_only=True)
+class SlaterConfig:
+    """Slater determinants of periodic supercell plane waves, optional two-body Jastrow (moire).
+
+    psi = exp(J) sum_k w_k det[phi^k_j(r_i)], phi^k_j(r) = sum_Q C^k[Q, j] exp(i Q.r) over the
+    supercell reciprocal vectors |Q| <= g_max |g_1| (hpcvmc/models/slater.py).
+    """
+
+    type: str = option("slater", "Model type.")
+    n_determinants: int = option(1, "Number of determinants K (summed with learnable weights).",
+                                 positive=True)
+    g_max: float = option(
+        3.0, "Plane-wave cut-off |Q| <= g_max |g_1| (|g_1| = 4 pi/sqrt3 / a_M); 3.0 = the HF basis.",
+        positive=True,
+    )
+    init: str = option(
+        "bands", "Initial orbitals: lowest non-interacting (band) orbitals or the lowest "
+        "spin-polarized Hartree-Fock state (hpcvmc.reference.hf, basis cut-off q_max = g_max).",
+        choices=("bands", "hf"),
+    )
+    init_noise: float = option(
+        0.0, "Random perturbation of the initial orbitals (relative norm; > 0 needed for K > 1).",
+        minimum=0.0,
+    )
+    jastrow: bool = option(
+        False, "Two-body Jastrow u(d) = c d/(1 + b d) with the 2D cusps c = U (opposite spins), U/3 "
+        "(equal spins) and a periodic distance d.",
+    )
+
+    def validate(self, cfg: Config) -> None:
+        """Cross-key checks: a moire system, K > 1 needs noise, hf needs spin polarization."""
+        if not isinstance(cfg.system, MoireConfig):
+            raise InputError("model.type = 'slater' needs electrons (system.type = 'moire')")
+        if self.n_determinants > 1 and self.init_noise == 0.0:
+            raise InputError(
+                f"model.n_determinants = {self.n_determinants} with model.init_noise = 0: the "
+                "determinants would start equal and stay equal; set model.init_noise > 0"
+            )
+        if self.init == "hf" and not cfg.system.spin_polarized:
+            raise InputError("model.init = 'hf' needs system.spin_polarized = true "
+                             "(the Hartree-Fock reference is spin-polarized only)")
+
+
 # ------------------------------------------------------------------------------------------------
 # Samplers
 # ------------------------------------------------------------------------------------------------
@@ -217,6 +260,55 @@ class ExchangeSamplerConfig:
             )
         if not isinstance(cfg.system, J1J2Config):
             raise InputError("sampler.type = 'exchange' needs a lattice system (system.type = 'j1j2')")
+
+    @property
+    def samples_per_chain(self) -> int:
+        """Samples each chain records per step."""
+        return self.n_samples // self.n_chains
+
+
+@dataclass(frozen=True, kw_only=True)
+class GaussianSamplerConfig:
+    """Metropolis with Gaussian moves of electron positions on the supercell torus (moire)."""
+
+    type: str = option("gaussian", "Sampler type.")
+    n_chains: int = option(64, "Markov chains in total (divided evenly over ranks).", positive=True)
+    n_samples: int = option(
+        1024, "Samples per step in total, over all chains (a multiple of n_chains).",
+        positive=True,
+    )
+    sweeps: int = option(
+        10, "Sweeps between two recorded samples (thinning); a sweep is one all-electron move "
+        "or N one-electron moves.", positive=True,
+    )
+    burn_in: int = option(
+        200, "Sweeps discarded before the first step (blocks of 10 with width adaptation).",
+        minimum=0,
+    )
+    discard: int = option(0, "Sweeps discarded at the start of every step.", minimum=0)
+    move: str = option(
+        "all", "Move all electrons at once, or one electron at a time.", choices=("all", "one")
+    )
+    width: float = option(0.2, "Initial move width (Gaussian standard deviation) in a_M.",
+                          positive=True)
+    target_acceptance: float = option(
+        0.5, "Acceptance the per-chain widths adapt to (in burn-in and after every step).",
+        positive=True,
+    )
+
+    def validate(self, cfg: Config) -> None:
+        """Cross-key checks."""
+        if self.n_samples % self.n_chains:
+            raise InputError(
+                f"sampler.n_samples = {self.n_samples} is not a multiple of "
+                f"sampler.n_chains = {self.n_chains}"
+            )
+        if self.target_acceptance >= 1.0:
+            raise InputError(
+                f"sampler.target_acceptance = {self.target_acceptance} must be < 1"
+            )
+        if not isinstance(cfg.system, MoireConfig):
+            raise InputError("sampler.type = 'gaussian' needs electrons (system.type = 'moire')")
 
     @property
     def samples_per_chain(self) -> int:
@@ -299,8 +391,11 @@ class RunConfig:
 
 
 SYSTEMS: dict[str, type] = {"j1j2": J1J2Config, "moire": MoireConfig}
-MODELS: dict[str, type] = {"rbm": RBMConfig, "vit": ViTConfig}
-SAMPLERS: dict[str, type] = {"exchange": ExchangeSamplerConfig, "exact": ExactSamplerConfig}
+MODELS: dict[str, type] = {"rbm": RBMConfig, "vit": ViTConfig, "slater": SlaterConfig}
+SAMPLERS: dict[str, type] = {
+    "exchange": ExchangeSamplerConfig, "exact": ExactSamplerConfig,
+    "gaussian": GaussianSamplerConfig,
+}
 OPTIMIZERS: dict[str, type] = {"minsr": MinSRConfig}
 
 # section name -> registry of its types (or a single class for sections without `type`)

@@ -145,18 +145,26 @@ def save_checkpoint(setup: Setup, state: RunState) -> Path | None:
     return path
 
 
-def _check_compatible(setup: Setup, snap: ckpt.Snapshot, source: str) -> None:
-    """Refuse a checkpoint whose physics differs from the input; log allowed changes."""
+def _changed_keys(old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]],
+                  sections: tuple[str, ...]) -> list[str]:
+    """'section.key: old -> new' for every key that differs."""
+    return [f"{sec}.{k}: {old[sec].get(k)!r} -> {new[sec].get(k)!r}" for sec in sections
+            for k in sorted(set(old[sec]) | set(new[sec])) if old[sec].get(k) != new[sec].get(k)]
+
+
+def _check_compatible(setup: Setup, snap: ckpt.Snapshot, source: str,
+                      say: Callable[[str], None]) -> None:
+    """Refuse a checkpoint whose physics (system, model) differs from the input; log the
+    allowed changes (sampler, optimizer, run: length, schedules, cadence)."""
+    theirs, ours = loads(snap.input_toml).to_dict(), setup.config.to_dict()
     if snap.physics_hash != setup.config.physics_hash():
-        theirs = loads(snap.input_toml).to_dict()
-        ours = setup.config.to_dict()
-        diff = [f"{sec}.{k}" for sec in ("system", "model")
-                for k in sorted(set(theirs[sec]) | set(ours[sec]))
-                if theirs[sec].get(k) != ours[sec].get(k)]
+        diff = [c.split(":")[0] for c in _changed_keys(theirs, ours, ("system", "model"))]
         raise InputError(
             f"{source}: checkpoint is of a different system/model ({', '.join(diff)} differ); "
             "use another run.output or the matching input"
         )
+    for change in _changed_keys(theirs, ours, ("sampler", "optimizer", "run")):
+        say(f"input changed since the checkpoint: {change}")
 
 
 def restore(setup: Setup, snap: ckpt.Snapshot, source: Path) -> RunState:
@@ -169,7 +177,7 @@ def restore(setup: Setup, snap: ckpt.Snapshot, source: Path) -> RunState:
         n_chains = setup.config.sampler.n_chains
         all_chains = ckpt.redistribute_chains(snap.chains, n_chains)
         local = {k: jnp.asarray(v[setup.chain_ids]) for k, v in all_chains.items()}
-        chains = ChainState(**local)
+        chains = setup.sampler.State(**local)
     history = {k: list(map(float, snap.history.get(k, []))) for k in HISTORY_KEYS}
     return RunState(snap.step, params, opt_state, chains, history)
 
@@ -199,7 +207,7 @@ def prepare_output(setup: Setup, restart: str | None, say: Callable[[str], None]
             snap = ckpt.read(path)
         except ckpt.CheckpointError as exc:
             raise InputError(str(exc)) from None
-        _check_compatible(setup, snap, str(path))
+        _check_compatible(setup, snap, str(path), say)
         say(f"restarting from {path} (step {snap.step})")
         return restore(setup, snap, path)
     if out.exists() and any(out.iterdir()):
@@ -213,7 +221,7 @@ def prepare_output(setup: Setup, restart: str | None, say: Callable[[str], None]
                              f"(see {saved_input}); choose another run.output")
         snap = ckpt.newest_valid(out, warn=say)
         if snap is not None:
-            _check_compatible(setup, snap, str(out))
+            _check_compatible(setup, snap, str(out), say)
             say(f"resuming {out} from step {snap.step} (written by {snap.n_ranks} rank(s))")
             return restore(setup, snap, out / "checkpoints" / ckpt.checkpoint_name(snap.step))
     return fresh_state(setup)

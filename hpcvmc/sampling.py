@@ -79,6 +79,9 @@ class ExchangeSampler:
         seed: run seed.
     """
 
+    State = ChainState
+    """The per-chain state this sampler carries (and checkpoints)."""
+
     n_sites: int
     pairs: np.ndarray
     samples_per_chain: int

@@ -24,13 +24,14 @@ def final_params(run_dir: Path) -> dict[str, np.ndarray]:
     return snap.params
 
 
-def test_resume_is_bit_for_bit(tmp_path):
+def test_resume_is_bit_for_bit(tmp_path, capsys):
     """2n steps straight vs n steps + resume + n steps: identical parameters and history."""
     assert main(["run", str(tiny_input(tmp_path, "straight"))]) == 0
     split = tiny_input(tmp_path, "split")
     assert main(["run", str(split), "--set", "run.steps=2"]) == 0
     assert ckpt.list_checkpoints(tmp_path / "split")[0].name == "step_00000002.h5"
     assert main(["run", str(split)]) == 0  # resumes automatically, run length may change
+    assert "input changed since the checkpoint: run.steps: 2 -> 4" in capsys.readouterr().out
     a, b = history(tmp_path / "straight"), history(tmp_path / "split")
     np.testing.assert_array_equal(a["step"], b["step"])
     for name in ("energy", "error", "variance", "acceptance", "update_norm"):

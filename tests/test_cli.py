@@ -142,3 +142,18 @@ def test_non_finite_energy_stops_with_exit_3_and_keeps_last_good_state(tmp_path,
     assert main(["inspect", str(tmp_path / "run"), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["step"] < 6 and np.isfinite(info["energy"]["mean"])
+
+
+def test_attention_command_on_a_vit_run(tmp_path, capsys):
+    """Factored attention is input-independent by construction: D = 0 in every layer and head."""
+    vit = "type = \"vit\"\nd_model = 8\nn_heads = 2\nn_layers = 1\nattention = \"factored\""
+    path = tiny_input(tmp_path, **{"type = \"rbm\"\nalpha = 1": vit, "steps = 4": "steps = 2"})
+    assert main(["run", str(path)]) == 0
+    capsys.readouterr()
+    png = tmp_path / "attention.png"
+    assert main(["attention", str(tmp_path / "run"), "--json", "--samples", "64",
+                 "--png", str(png)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert np.shape(summary["D"]) == (1, 2) and np.all(np.asarray(summary["D"]) == 0.0)
+    assert summary["n_samples"] >= 64 and png.stat().st_size > 1000
+    assert main(["attention", str(tmp_path / "nowhere")]) == 2

@@ -29,9 +29,9 @@ P-vector either way, and the column block never has to be stored: memory per ran
 rows ``N_s P / R`` plus the kernel (a few ``N^2``) plus one chunk (``~3 N_s column_chunk``), and
 the work per rank is ``2 N^2 P / R`` flops for the kernel and ``2 N_s P / R`` for the product.
 
-The small system is solved by Cholesky when the shift guarantees it is well conditioned and the
-factor is finite; otherwise (lambda = 0 or tiny, or a failed factor) by an eigendecomposition
-with a relative eigenvalue cutoff ``rcond``, i.e. with the pseudo-inverse. Both paths are traced
+The small system is solved by Cholesky when the shift guarantees that it is well conditioned;
+otherwise (lambda = 0 or tiny, or a NaN factor) by an eigendecomposition with a relative
+eigenvalue cutoff ``rcond``, i.e. with the pseudo-inverse. Both paths are traced
 and ``lax.cond`` picks one at run time, so the solve stays one jitted computation.
 """
 
@@ -88,7 +88,8 @@ def solve(
             smaller than the number of stacked kernel rows N, else "minsr".
         rcond: eigenvalues at or below ``rcond * max eigenvalue`` are dropped on the
             eigendecomposition path, which is taken unless ``lambda`` certifies a condition
-            number below 1/rcond (see :func:`_solve_regularised`).
+            number below 1/rcond, i.e. ``lambda > rcond (||O~||_F^2 + lambda)`` (see
+            :func:`_solve_regularised`).
         column_chunk: columns per rank per alltoall round (minSR); peak extra memory per rank is
             about ``3 * N * column_chunk`` numbers.
         n_rows_max: the largest n_local over ranks. Required inside ``jax.jit`` when ranks hold
@@ -177,13 +178,14 @@ def _solve_minsr(
 ) -> tuple[jax.Array, Info]:
     """minSR: ``delta = sum_r O~_r^T x_r`` with ``(T + lambda I) x = eps~`` (padded rows inert)."""
     n_local = O_local.shape[0]
-    gram = kernel_matrix(O_local, comm, rows_max=rows_max, column_chunk=column_chunk)
+    build = partial(kernel_matrix, O_local, comm, rows_max=rows_max, column_chunk=column_chunk)
     pad = (0, rows_max - n_local)
     eps_all = _stack_real(comm.allgather(jnp.pad(eps_local, pad)).reshape(-1))
     valid_local = jnp.arange(rows_max) < n_local
     valid = comm.allgather(valid_local).reshape(-1)
     valid = jnp.tile(valid, _stacked_rows(O_local.dtype))
-    x, info = _solve_regularised(gram, eps_all, diag_shift, valid, rcond)
+    trace = comm.sum(_squared_norm(O_local))
+    x, info = _solve_regularised(build, trace, eps_all, diag_shift, valid, rcond)
     delta = comm.sum(_rows_transpose_times(O_local, _own_rows(x, comm, rows_max, n_local)))
     return delta, _finish_info(info, "minsr", delta)
 
@@ -193,9 +195,11 @@ def _solve_sr(
 ) -> tuple[jax.Array, Info]:
     """SR: ``(S + lambda I) delta = F``, ``S = sum_r O~_r^T O~_r``, ``F = sum_r O~_r^T eps~_r``."""
     stacked = _stack_real(O_local)
-    s_matrix, force = comm.sum((stacked.T @ stacked, stacked.T @ _stack_real(eps_local)))
+    force, trace = comm.sum((stacked.T @ _stack_real(eps_local), _squared_norm(O_local)))
     valid = jnp.ones(force.shape, bool)
-    delta, info = _solve_regularised(s_matrix, force, diag_shift, valid, rcond)
+    delta, info = _solve_regularised(
+        lambda: comm.sum(stacked.T @ stacked), trace, force, diag_shift, valid, rcond
+    )
     return delta, _finish_info(info, "sr", delta)
 
 
@@ -225,30 +229,46 @@ def _regularised(matrix: jax.Array, diag_shift: jax.Array, valid: jax.Array) -> 
         K, shape (N, N).
     """
     pad_value = jnp.max(jnp.diagonal(matrix)) + diag_shift
+    shift = jnp.where(valid, diag_shift, pad_value)
     index = jnp.arange(matrix.shape[0])
-    return matrix.at[index, index].add(jnp.where(valid, diag_shift, pad_value))
+    return matrix + jnp.where(index[:, None] == index[None, :], shift[:, None], 0.0)
 
 
 def _solve_regularised(
-    matrix: jax.Array, rhs: jax.Array, diag_shift: jax.Array, valid: jax.Array, rcond: float
+    build: Callable[[], jax.Array],
+    trace: jax.Array,
+    rhs: jax.Array,
+    diag_shift: jax.Array,
+    valid: jax.Array,
+    rcond: float,
 ) -> tuple[jax.Array, Info]:
     """Solve ``K x = b`` with ``K = M + lambda I`` (padded rows: see :func:`_regularised`).
 
-    Cholesky ``K = L L^T`` is used when the shift certifies the conditioning,
+    The path is chosen before M is built, from ``trace(M) = ||O~||_F^2``. M is positive
+    semi-definite, so ``lambda <= eigenvalues(K) <= trace(M) + lambda`` and
 
-        kappa(K) <= (||M||_inf + lambda) / lambda < 1 / rcond
+        kappa(K) <= (trace(M) + lambda) / lambda.
 
-    (M is positive semi-definite, so ``lambda <= eigenvalues(K) <= ||M||_inf + lambda``), and
-    the factor is finite. Then no eigenvalue is below the cutoff, the pseudo-inverse is the
-    inverse and Cholesky's forward error is at most about ``kappa * 1e-16``. Otherwise (lambda
-    tiny or zero, e.g. the always-singular kernel of centred rows with lambda = 0; or a NaN)
+    When that bound is below 1/rcond no eigenvalue can fall under the cutoff, the
+    pseudo-inverse is the inverse, and ``K = L L^T`` (Cholesky) is used. Otherwise (lambda zero
+    or tiny, e.g. the always-singular kernel of centred rows with lambda = 0)
     ``K = V diag(w) V^T`` and ``x = V diag(1/w_i if w_i > rcond * w_max else 0) V^T b``, the
-    minimum-norm least-squares solution with that cutoff. The Cholesky pivots alone cannot
-    decide this: a numerically singular K can factor with small positive pivots whose ratio
-    is far below its condition number, and give a meaningless x.
+    minimum-norm least-squares solution with that cutoff. If the Cholesky factor is NaN anyway
+    (rounding near the cutoff, or non-finite input), M is built again and solved by the
+    eigendecomposition. The Cholesky pivots alone cannot choose the path: a numerically
+    singular K can factor with small positive pivots whose ratio is far below its condition
+    number, and give a meaningless x.
+
+    Memory: each path builds M itself, inside its branch, so LAPACK can factor K in place (an
+    operand of a ``lax.cond`` branch would be copied first) and nothing keeps K alive for a
+    fallback; the residual is evaluated through the factor (``L L^T x`` or ``V w V^T x``). On
+    the Cholesky path the solve adds no N x N buffer to those of ``build``. LAPACK reads one
+    triangle, so K is not symmetrised.
 
     Args:
-        matrix: M, shape (N, N), symmetric positive semi-definite.
+        build: returns M, shape (N, N), symmetric positive semi-definite (called once, or
+            twice when the Cholesky factor is NaN).
+        trace: trace(M).
         rhs: b, shape (N,), zero on padded rows.
         diag_shift: lambda >= 0.
         valid: shape (N,), False on padded rows.
@@ -256,56 +276,67 @@ def _solve_regularised(
 
     Returns:
         ``(x, info)`` with x of shape (N,) and info holding ``fallback`` (eigendecomposition
-        used), ``condition`` and ``residual`` ``||K x - b|| / ||b||``. ``condition`` is, on
-        the Cholesky path, the pivot ratio ``max L_ii^2 / min L_ii^2`` over valid rows, a lower
-        bound on kappa(K) (every pivot lies in [lambda_min, lambda_max]); on the eigen path,
-        ``w_max / w_min`` over the kept eigenvalues of the valid block, the condition number
-        of what was inverted.
+        used), ``condition`` and ``residual`` ``||K x - b|| / ||b||`` with K as factored (it
+        measures the solve and, on the eigen path, what the cutoff dropped). ``condition`` is,
+        on the Cholesky path, the pivot ratio ``max L_ii^2 / min L_ii^2`` over valid rows, a
+        lower bound on kappa(K) (every pivot lies in [lambda_min, lambda_max]); on the eigen
+        path, ``w_max / w_min`` over the kept eigenvalues of the valid block, the condition
+        number of what was inverted.
     """
-    kernel = _regularised(matrix, diag_shift, valid)
-    norm_bound = jnp.max(jnp.sum(jnp.abs(matrix), axis=1)) + diag_shift
-    certified = norm_bound < diag_shift / rcond
 
-    def by_eigh() -> tuple[jax.Array, jax.Array, jax.Array]:
-        x, condition = _pseudo_inverse_solve(kernel, rhs, valid, rcond)
-        return x, jnp.asarray(True), condition
+    def by_eigh() -> tuple[jax.Array, ...]:
+        kernel = _regularised(build(), diag_shift, valid)
+        return (*_pseudo_inverse_solve(kernel, rhs, valid, rcond), jnp.asarray(True))
 
-    def by_cholesky() -> tuple[jax.Array, jax.Array, jax.Array]:
-        factor = jnp.linalg.cholesky(kernel)
+    def by_cholesky() -> tuple[jax.Array, ...]:
+        kernel = _regularised(build(), diag_shift, valid)
+        x, condition, residual = _cholesky_solve(kernel, rhs, valid)
+        solved = (x, condition, residual, jnp.asarray(False))
+        return lax.cond(jnp.isfinite(condition), lambda: solved, by_eigh)
 
-        def solved() -> tuple[jax.Array, jax.Array, jax.Array]:
-            pivots = jnp.diagonal(factor) ** 2
-            condition = jnp.max(jnp.where(valid, pivots, 0.0)) / jnp.min(
-                jnp.where(valid, pivots, jnp.inf)
-            )
-            return cho_solve((factor, True), rhs), jnp.asarray(False), condition
-
-        return lax.cond(jnp.isfinite(factor).all(), solved, by_eigh)
-
-    x, fallback, condition = lax.cond(certified, by_cholesky, by_eigh)
-    residual = jnp.linalg.norm(kernel @ x - rhs) / jnp.maximum(
-        jnp.linalg.norm(rhs), jnp.finfo(rhs.dtype).tiny
-    )
+    certified = trace + diag_shift < diag_shift / rcond
+    x, condition, residual, fallback = lax.cond(certified, by_cholesky, by_eigh)
     return x, {"fallback": fallback, "condition": condition, "residual": residual}
+
+
+def _cholesky_solve(
+    kernel: jax.Array, rhs: jax.Array, valid: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``x = L^-T L^-1 b`` with ``K = L L^T``; also the pivot ratio and the residual.
+
+    A failed factorization is NaN throughout, and so is then the pivot ratio.
+    """
+    factor = lax.linalg.cholesky(kernel.T, symmetrize_input=False)  # K^T = K: no relayout
+    pivots = jnp.diagonal(factor) ** 2
+    x = cho_solve((factor, True), rhs)
+    condition = jnp.max(jnp.where(valid, pivots, 0.0)) / jnp.min(jnp.where(valid, pivots, jnp.inf))
+    return x, condition, _relative_residual(factor @ (x @ factor), rhs)
 
 
 def _pseudo_inverse_solve(
     kernel: jax.Array, rhs: jax.Array, valid: jax.Array, rcond: float
-) -> tuple[jax.Array, jax.Array]:
-    """``x = K^+ b`` with eigenvalues ``w <= rcond * w_max`` dropped; also ``w_max / w_min_kept``.
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``x = K^+ b`` with eigenvalues ``w <= rcond * w_max`` dropped; also condition, residual.
 
     Eigenvectors living on padded rows (weight on valid rows below 1/2) are left out of the
-    condition estimate: their eigenvalue is the padding constant, not a property of the data.
+    condition estimate ``w_max / w_min_kept``: their eigenvalue is the padding constant.
     """
-    eigenvalues, vectors = jnp.linalg.eigh(kernel)
+    vectors, eigenvalues = lax.linalg.eigh(kernel.T, symmetrize_input=False)
     largest = eigenvalues[-1]
     kept = eigenvalues > rcond * largest
-    coefficients = vectors.T @ rhs
     inverse = jnp.where(kept, 1.0 / jnp.where(kept, eigenvalues, 1.0), 0.0)
-    x = vectors @ (inverse * coefficients)
-    on_valid = jnp.sum(jnp.where(valid[:, None], vectors**2, 0.0), axis=0) > 0.5
+    coefficients = inverse * (vectors.T @ rhs)  # V^T x
+    x = vectors @ coefficients
+    on_valid = jnp.sum(valid[:, None] * vectors * vectors, axis=0) > 0.5
     smallest = jnp.min(jnp.where(kept & on_valid, eigenvalues, jnp.inf))
-    return x, largest / smallest
+    residual = _relative_residual(vectors @ (eigenvalues * coefficients), rhs)
+    return x, largest / smallest, residual
+
+
+def _relative_residual(product: jax.Array, rhs: jax.Array) -> jax.Array:
+    """``||K x - b|| / ||b||`` from ``K x`` (0 / 0 is reported as 0)."""
+    scale = jnp.maximum(jnp.linalg.norm(rhs), jnp.finfo(rhs.dtype).tiny)
+    return jnp.linalg.norm(product - rhs) / scale
 
 
 # ------------------------------------------------------------------------------------------------
@@ -345,6 +376,11 @@ def _rows_transpose_times(O_local: jax.Array, z: jax.Array) -> jax.Array:
     keeps the big matrix untouched.
     """
     return jnp.real(jnp.conj(z) @ O_local)
+
+
+def _squared_norm(O_local: jax.Array) -> jax.Array:
+    """``||O~_r||_F^2 = sum |O_r|^2``, this rank's share of trace(O~ O~^T) = trace(O~^T O~)."""
+    return jnp.sum(jnp.real(O_local) ** 2 + jnp.imag(O_local) ** 2)
 
 
 def _stack_real(a: jax.Array) -> jax.Array:

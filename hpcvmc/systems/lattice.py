@@ -83,6 +83,11 @@ class J1J2:
         """Number of sites L^2."""
         return self.L * self.L
 
+    @property
+    def config_shape(self) -> tuple[int, ...]:
+        """Shape of one configuration: (n_sites,) spins +-1."""
+        return (self.n_sites,)
+
     def bonds(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """All bonds with a non-zero coupling.
 

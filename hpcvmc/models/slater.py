@@ -1,0 +1,308 @@
+r"""Slater determinants of supercell plane waves, with an optional two-body Jastrow factor.
+
+psi(r_1..r_N) = exp(J) sum_k w_k det[phi^{k,up}_j(r_i)] det[phi^{k,down}_j(r_i)],
+
+    phi^k_j(r) = sum_Q C^k[Q, j] exp(i Q . r),
+
+with Q over the supercell reciprocal lattice (Q . L in 2 pi Z for every supercell vector L, so
+every orbital, and psi, is periodic on the supercell torus), |Q| <= g_max |g_1|
+(|g_1| = 4 pi / sqrt3 / a_M). The complex coefficients C^k and weights w_k are stored as real and
+imaginary parameter arrays (the Jacobian code needs real parameters). This is the same basis as
+``hpcvmc.reference.hf`` (``supercell_basis``: the same Q set for g_max = q_max), so one
+determinant represents the Hartree-Fock state exactly (``init = "hf"``), and the optimized
+single determinant is a variational HF in that basis (the non-attention limit of the Psiformer).
+With twist k_s = 0 the plane waves exp(i (k_s + G) . r) are exactly these exp(i Q . r).
+
+log psi = J + log sum_k exp(log w_k + log det_k^up + log det_k^down) is evaluated as a
+log-sum-exp with the phase kept (``slogdet`` per determinant, complex logarithms).
+
+Jastrow (optional): J = sum_{i<j} u_{s_i s_j}(d_ij), u(d) = c d / (1 + b d), b = softplus(theta)
+learnable per spin channel (same, opposite), and d_ij the periodic distance
+
+    d(r)^2 = (1 / 4 pi^2) sum_{a,b} (L L^T)_{ab} [sin w_a sin w_b + (1 - cos w_a)(1 - cos w_b)],
+    w = 2 pi s, s = r L^{-1} the fractional coordinates,
+
+which is smooth, periodic, zero only on the lattice and equals |r| (1 + O(r^2)) near r = 0.
+Cusp conditions (2D; kinetic -1/2 nabla^2 per electron and Coulomb U / r, energies in E0,
+lengths in a_M). Near the coalescence of electrons i and j the relative motion has reduced mass
+1/2, kinetic operator -nabla_r^2. For a relative state r^l exp(u(r)) exp(i l theta) the 2D
+radial Laplacian gives
+
+    -nabla_r^2 psi / psi = -(u'' + u'^2) - (2 l + 1) u' / r,
+
+so the 1/r divergence cancels against U / r if and only if
+
+    du/dr(0) = U / (2 l + 1):  c = U for opposite spins (l = 0), c = U / 3 for equal spins (l = 1).
+
+(In 3D the same algebra gives U / (2 l + 2), the familiar 1/2 and 1/4 in Hartree units; the 2D
+values are twice and 4/3 times larger.) The determinant supplies the factor r^l (it vanishes
+linearly when two equal spins meet), the Jastrow the cusp. Without the Jastrow the local energy
+diverges as U / r where two electrons meet: for equal spins (|psi|^2 ~ r^2) the variance stays
+finite; for opposite spins (|psi|^2 ~ const) the variance diverges logarithmically in 2D.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hpcvmc.reference import hf
+from hpcvmc.reference.bands import potential_fourier
+from hpcvmc.systems.moire_lattice import G_NORM, MoireParameters, supercell_reciprocal
+
+_HF_RANDOM_GUESSES = 2
+"""Random initial guesses of the Hartree-Fock initialization (as ``hf.run_hf``'s default)."""
+
+
+@dataclass(frozen=True, eq=False)
+class Orbitals:
+    """Initial orbital coefficients (numpy constants, compared by identity inside the module).
+
+    Attributes:
+        Q: Cartesian plane-wave vectors, shape (n_Q, 2), in 1/a_M.
+        up: coefficients of the spin-up orbitals, complex, shape (n_Q, n_up).
+        down: coefficients of the spin-down orbitals, complex, shape (n_Q, n_down).
+    """
+
+    Q: np.ndarray
+    up: np.ndarray
+    down: np.ndarray
+
+
+def supercell_plane_waves(M: Any, g_max: float) -> np.ndarray:
+    """Supercell reciprocal vectors Q = n_1 B_1 + n_2 B_2 with |Q| <= g_max |g_1|.
+
+    The same set, in the same order, as ``hpcvmc.reference.hf.supercell_basis(params, g_max)``.
+
+    Args:
+        M: supercell matrix.
+        g_max: cut-off in units of |g_1| = 4 pi / sqrt3.
+
+    Returns:
+        Integers (n_1, n_2), shape (n_Q, 2), sorted by |Q| (Q = 0 first).
+    """
+    B = supercell_reciprocal(M)
+    r = int(np.ceil(g_max * G_NORM / np.min(np.linalg.svd(B, compute_uv=False)))) + 1
+    span = np.arange(-r, r + 1)
+    n = np.stack(np.meshgrid(span, span, indexing="ij"), axis=-1).reshape(-1, 2)
+    norm = np.linalg.norm(n @ B, axis=1)
+    keep = norm <= g_max * G_NORM + 1e-9
+    return n[keep][np.argsort(norm[keep], kind="stable")]
+
+
+def one_body_hamiltonian(params: MoireParameters, Q: np.ndarray) -> np.ndarray:
+    """h[a, b] = 1/2 |Q_a|^2 delta_ab + V_{Q_a - Q_b}: kinetic energy plus moire potential.
+
+    Args:
+        params: model parameters (V_E0, phi).
+        Q: Cartesian plane-wave vectors, shape (n_Q, 2), in 1/a_M.
+
+    Returns:
+        Hermitian matrix in E0, shape (n_Q, n_Q).
+    """
+    potential = potential_fourier(Q[:, None, :] - Q[None, :, :], params.V_E0, params.phi)
+    return potential + np.diag(0.5 * np.sum(Q**2, axis=1))
+
+
+def band_orbitals(params: MoireParameters, Q: np.ndarray, n_orbitals: int) -> np.ndarray:
+    """The n lowest eigenvectors of the non-interacting Hamiltonian in the plane-wave basis.
+
+    These are the Bloch states of the lowest band(s) at the supercell k-points (for V = 0,
+    plane waves in order of |Q|). When the last occupied level is degenerate with the first empty
+    one (open shell) the occupied combination is the one ``numpy.linalg.eigh`` returns.
+
+    Args:
+        params: model parameters.
+        Q: plane-wave vectors, shape (n_Q, 2), in 1/a_M.
+        n_orbitals: number of orbitals.
+
+    Returns:
+        Coefficients, complex, shape (n_Q, n_orbitals), orthonormal columns.
+    """
+    return np.linalg.eigh(one_body_hamiltonian(params, Q))[1][:, :n_orbitals].astype(complex)
+
+
+def hf_orbitals(params: MoireParameters, Q_int: np.ndarray, g_max: float, seed: int = 0) -> np.ndarray:
+    """Occupied orbitals of the lowest unrestricted (spin-polarized) Hartree-Fock solution.
+
+    Runs ``hpcvmc.reference.hf.run_scf`` from the guesses of ``run_hf`` (Fermi liquid, honeycomb
+    when the cell fits sqrt3 order, random) with the basis cut-off q_max = g_max, keeps the
+    lowest converged state and takes the eigenvectors of its density matrix P with eigenvalue 1.
+
+    Args:
+        params: model parameters (spin-polarized).
+        Q_int: this model's plane waves on (B_1, B_2), shape (n_Q, 2).
+        g_max: cut-off in units of |g_1| (passed to hf as q_max).
+        seed: base seed of the random guesses.
+
+    Returns:
+        Coefficients on ``Q_int``, complex, shape (n_Q, N).
+
+    Raises:
+        ValueError: if the HF basis is not contained in ``Q_int``.
+    """
+    basis = hf.supercell_basis(params, g_max)
+    builder = hf.fock_builder(params, basis)
+    h = hf.one_body_matrix(params, basis)
+    guesses = [("fermi_liquid", seed)] + [("random", seed + r) for r in range(_HF_RANDOM_GUESSES)]
+    if hf.supports_sqrt3(params.M):
+        guesses.insert(1, ("honeycomb", seed))
+    results = []
+    for name, guess_seed in guesses:
+        vectors = np.linalg.eigh(h + hf.guess_potential(params, basis, name, guess_seed))[1]
+        occupied = vectors[:, : params.n_electrons]
+        results.append(hf.run_scf(params, builder, h, occupied @ occupied.conj().T))
+    best = min([r for r in results if r["converged"]] or results, key=lambda r: r["energy"])
+    occupied = np.linalg.eigh(best["P"])[1][:, -params.n_electrons:]
+    index = {tuple(q): i for i, q in enumerate(Q_int.tolist())}
+    rows = [index.get(tuple(q), -1) for q in basis.Q_int.tolist()]
+    if min(rows) < 0:
+        raise ValueError("the Hartree-Fock basis has plane waves outside the model's basis")
+    out = np.zeros((len(Q_int), params.n_electrons), dtype=complex)
+    out[rows] = occupied
+    return out
+
+
+def periodic_distance(r: jax.Array, cell: np.ndarray) -> jax.Array:
+    """Smooth periodic distance on the torus (see the module docstring), |r| near r = 0.
+
+    Args:
+        r: displacements, shape (..., 2), in a_M (not a lattice vector: the derivative of the
+            square root is infinite there).
+        cell: supercell vectors, shape (2, 2), rows L_1, L_2, in a_M.
+
+    Returns:
+        d(r) in a_M, shape (...).
+    """
+    w = 2.0 * jnp.pi * (r @ jnp.asarray(np.linalg.inv(cell)))
+    metric = jnp.asarray(cell @ cell.T)
+    sin, one_minus_cos = jnp.sin(w), 1.0 - jnp.cos(w)
+    quad = (jnp.einsum("...a,ab,...b->...", sin, metric, sin)
+            + jnp.einsum("...a,ab,...b->...", one_minus_cos, metric, one_minus_cos))
+    return jnp.sqrt(quad) / (2.0 * jnp.pi)
+
+
+class Slater(nn.Module):
+    """Sum of Slater determinants of periodic plane-wave orbitals, optional Jastrow.
+
+    Attributes:
+        orbitals: initial coefficients and plane waves (:class:`Orbitals`); n_up = up.shape[1],
+            n_down = down.shape[1].
+        cell: supercell vectors, shape (2, 2), rows L_1, L_2, in a_M (for the Jastrow).
+        n_determinants: number K of determinants.
+        init_noise: every coefficient of every determinant gets complex Gaussian noise of standard
+            deviation init_noise / sqrt(n_Q) at initialization (the noise of one orbital has norm
+            ~ init_noise relative to the unit-norm orbital).
+        jastrow: include the two-body Jastrow factor.
+        U: Coulomb strength (a_M / a_B*): fixes the cusps c = U (opposite), U / 3 (same spin).
+    """
+
+    orbitals: Orbitals
+    cell: np.ndarray
+    n_determinants: int = 1
+    init_noise: float = 0.0
+    jastrow: bool = False
+    U: float = 0.0
+
+    def _coefficients(self, name: str, initial: np.ndarray) -> jax.Array:
+        """Learnable (K, n_Q, n_orb) complex coefficients, stored as real and imaginary parts."""
+        shape = (self.n_determinants,) + initial.shape
+        scale = self.init_noise / np.sqrt(initial.shape[0])
+
+        def init(part: str) -> Any:
+            def fn(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+                base = np.broadcast_to(getattr(initial, part), shape)
+                return jnp.asarray(base) + scale * jax.random.normal(key, shape)
+
+            return fn
+
+        re = self.param(f"{name}_re", init("real"), shape)
+        im = self.param(f"{name}_im", init("imag"), shape)
+        return jax.lax.complex(re, im)
+
+    def _log_dets(self, plane_waves: jax.Array, name: str, initial: np.ndarray) -> jax.Array:
+        """log det[phi^k_j(r_i)] of one spin block, complex, shape (batch, K)."""
+        if initial.shape[1] == 0:
+            return jnp.zeros(plane_waves.shape[:1] + (self.n_determinants,), plane_waves.dtype)
+        C = self._coefficients(name, initial)
+        matrices = jnp.einsum("bnq,kqj->bknj", plane_waves, C)
+        sign, logabs = jnp.linalg.slogdet(matrices)
+        return logabs + jnp.log(sign)
+
+    def _jastrow(self, x: jax.Array) -> jax.Array:
+        """J = sum_{i<j} c_{ij} d_ij / (1 + b_{ij} d_ij), shape (batch,)."""
+        n, n_up = x.shape[1], self.orbitals.up.shape[1]
+        i, j = np.triu_indices(n, k=1)
+        same = (i < n_up) == (j < n_up)
+        d = periodic_distance(x[:, i] - x[:, j], self.cell)  # (batch, n_pairs)
+        softplus_one = float(np.log(np.expm1(1.0)))
+        b_same = nn.softplus(self.param("jastrow_same", nn.initializers.constant(softplus_one), ()))
+        b_opp = nn.softplus(self.param("jastrow_opposite", nn.initializers.constant(softplus_one), ()))
+        c = jnp.where(same, self.U / 3.0, self.U)
+        b = jnp.where(same, b_same, b_opp)
+        return jnp.sum(c * d / (1.0 + b * d), axis=-1)
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """log psi of walkers x of shape (batch, N, 2) (Cartesian, a_M) -> complex (batch,)."""
+        n_up = self.orbitals.up.shape[1]
+        phases = x @ jnp.asarray(self.orbitals.Q.T)  # (batch, N, n_Q)
+        plane_waves = jnp.exp(1j * phases)
+        log_dets = (self._log_dets(plane_waves[:, :n_up], "up", self.orbitals.up)
+                    + self._log_dets(plane_waves[:, n_up:], "down", self.orbitals.down))
+        if self.n_determinants == 1:
+            log_psi = log_dets[:, 0]
+        else:
+            w_re = self.param("weights_re", nn.initializers.ones, (self.n_determinants,))
+            w_im = self.param("weights_im", nn.initializers.zeros, (self.n_determinants,))
+            terms = log_dets + jnp.log(jax.lax.complex(w_re, w_im))
+            shift = jax.lax.stop_gradient(jnp.max(terms.real, axis=-1, keepdims=True))
+            log_psi = shift[:, 0] + jnp.log(jnp.sum(jnp.exp(terms - shift), axis=-1))
+        if self.jastrow:
+            log_psi = log_psi + self._jastrow(x)
+        return log_psi
+
+
+def initial_orbitals(params: MoireParameters, g_max: float, init: str, seed: int = 0) -> Orbitals:
+    """Plane waves of the basis and the starting orbitals of the up and down blocks.
+
+    Args:
+        params: model parameters.
+        g_max: plane-wave cut-off in units of |g_1|.
+        init: "bands" (lowest non-interacting orbitals; the same N/2 for both spins when
+            unpolarized) or "hf" (the lowest spin-polarized Hartree-Fock state).
+        seed: base seed of the Hartree-Fock random guesses.
+
+    Returns:
+        The :class:`Orbitals`.
+
+    Raises:
+        ValueError: for an unknown ``init``, or "hf" on an unpolarized system.
+    """
+    Q_int = supercell_plane_waves(params.M, g_max)
+    Q = Q_int @ supercell_reciprocal(params.M)
+    n = params.n_electrons
+    n_up = n if params.spin_polarized else n // 2
+    if init == "bands":
+        up = band_orbitals(params, Q, n_up)
+    elif init == "hf":
+        if not params.spin_polarized:
+            raise ValueError("init = 'hf' needs a spin-polarized system (hf.py is polarized only)")
+        up = hf_orbitals(params, Q_int, g_max, seed)
+    else:
+        raise ValueError(f"unknown orbital initialization {init!r}: use 'bands' or 'hf'")
+    down = up[:, : n - n_up]
+    return Orbitals(Q=Q, up=up, down=down)
+
+
+def from_config(cfg: Any, system: Any) -> Slater:
+    """Build the model from a validated ``[model] type = "slater"`` section and a Moire system."""
+    params = system.params
+    orbitals = initial_orbitals(params, cfg.g_max, cfg.init)
+    return Slater(orbitals=orbitals, cell=params.cell, n_determinants=cfg.n_determinants,
+                  init_noise=cfg.init_noise, jastrow=cfg.jastrow, U=params.U)

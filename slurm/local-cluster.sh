@@ -1,0 +1,276 @@
+#!/usr/bin/env bash
+# A real single-node Slurm cluster on this machine, for testing the batch templates.
+#
+#   bash slurm/local-cluster.sh start     # munged + slurmctld + slurmd; prints the export line
+#   bash slurm/local-cluster.sh status    # daemons, node state, queue (exit 0 when usable)
+#   bash slurm/local-cluster.sh stop      # cancels every job, stops what `start` started
+#   bash slurm/local-cluster.sh env       # prints the export line only
+#
+# What it does: as root, it writes a minimal slurm.conf into a state folder
+# ($HPCVMC_SLURM_DIR, default /tmp/hpcvmc-slurm), starts munged (unless one already answers),
+# slurmctld and slurmd with that file, waits until the node is idle and writes
+#
+#   export SLURM_CONF=$HPCVMC_SLURM_DIR/slurm.conf
+#
+# to $HPCVMC_SLURM_DIR/env.sh (and prints it). Every Slurm client (sbatch, squeue, scontrol,
+# srun inside jobs) needs that variable: without it they read /etc/slurm/slurm.conf, which does
+# not exist here. `start` and `stop` are idempotent: `start` on a running cluster only checks it
+# and prints the line; `stop` on a stopped one does nothing. A fresh `start` clears the
+# controller's saved state (job ids begin again at 1); logs stay in the state folder until the
+# next fresh start.
+#
+# Needs the Debian/Ubuntu packages slurmctld, slurmd, slurm-client and munge (.ci/install-slurm).
+# Tested with Slurm 22.05 on Debian 12.
+#
+# Exit codes: 0 success; 1 the cluster could not be started (the reason and the log tails are
+# printed); 2 usage; 3 the Slurm or munge programs are not installed; 4 not run as root.
+#
+# What to edit: nothing, normally. Environment knobs:
+#   HPCVMC_SLURM_DIR          state folder (config, logs, spool, pid files)
+#   HPCVMC_SLURM_PORT         slurmctld port (default 6817; slurmd uses the next one)
+#   HPCVMC_SLURM_CRED_EXPIRE  seconds a requeued job waits before it may start again
+#                             (Slurm's AuthInfo=cred_expire; Slurm's default is 120, 20 here)
+#
+# The generated configuration is deliberately simple: no cgroups (proctrack/linuxproc,
+# task/none), no accounting database (sacct does not work; use `scontrol show job`, kept for
+# MinJobAge = 1 hour, and the job completion log jobcomp.log), MpiDefault=pmi2 so that
+# `srun --mpi=pmi2` starts pip's MPICH, and a short scheduler interval.
+set -euo pipefail
+
+STATE=${HPCVMC_SLURM_DIR:-/tmp/hpcvmc-slurm}
+PORT=${HPCVMC_SLURM_PORT:-6817}
+CRED_EXPIRE=${HPCVMC_SLURM_CRED_EXPIRE:-20}
+CONF=$STATE/slurm.conf
+ENV_FILE=$STATE/env.sh
+MUNGE_SOCKET_DIR=/run/munge
+
+say() { echo "local-cluster: $*"; }
+die() { local code=$1; shift; echo "local-cluster: error: $*" >&2; exit "$code"; }
+
+usage() {
+    sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'
+    exit 2
+}
+
+need_programs() {
+    local missing=()
+    for prog in munged munge unmunge slurmctld slurmd sbatch squeue scontrol sinfo srun scancel; do
+        command -v "$prog" >/dev/null 2>&1 || PATH=$PATH:/usr/sbin:/sbin command -v "$prog" \
+            >/dev/null 2>&1 || missing+=("$prog")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        die 3 "not installed: ${missing[*]} (run: bash .ci/install-slurm)"
+    fi
+    export PATH=$PATH:/usr/sbin:/sbin
+}
+
+need_root() {
+    [ "$(id -u)" -eq 0 ] || die 4 "must run as root (it starts munged, slurmctld and slurmd)"
+}
+
+# pid_alive FILE: true when FILE names a running process.
+pid_alive() {
+    local pid
+    [ -s "$1" ] || return 1
+    pid=$(cat "$1")
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+}
+
+munge_works() { munge -n 2>/dev/null | unmunge >/dev/null 2>&1; }
+
+start_munge() {
+    if munge_works; then
+        say "munged already answers: using it"
+        return
+    fi
+    # munged refuses to start unless its socket folder is group/world readable but not writable.
+    mkdir -p "$MUNGE_SOCKET_DIR" /var/lib/munge /var/log/munge
+    chown munge:munge "$MUNGE_SOCKET_DIR" /var/lib/munge /var/log/munge
+    chmod 755 "$MUNGE_SOCKET_DIR"
+    if [ ! -s /etc/munge/munge.key ]; then
+        say "creating /etc/munge/munge.key"
+        if command -v mungekey >/dev/null 2>&1; then
+            mungekey --create --keyfile=/etc/munge/munge.key
+        else
+            dd if=/dev/urandom of=/etc/munge/munge.key bs=1 count=1024 status=none
+        fi
+    fi
+    chown munge:munge /etc/munge/munge.key
+    chmod 400 /etc/munge/munge.key
+    runuser -u munge -- munged
+    touch "$STATE/munged.ours"
+    for _ in $(seq 50); do
+        munge_works && { say "munged started"; return; }
+        sleep 0.2
+    done
+    die 1 "munged does not answer; see /var/log/munge/munged.log"
+}
+
+write_config() {
+    local node_line host
+    host=$(hostname -s)
+    # `slurmd -C` prints the node's real hardware (CPUs, sockets, cores, memory).
+    node_line=$(slurmd -C | head -n 1)
+    case $node_line in
+        NodeName=*) ;;
+        *) die 1 "slurmd -C printed no node line: $node_line" ;;
+    esac
+    mkdir -p "$STATE/ctld" "$STATE/spool"
+    cat >"$CONF" <<EOF
+# Generated by slurm/local-cluster.sh: a single-node test cluster. Do not edit; edit the script.
+ClusterName=hpcvmc-local
+SlurmctldHost=$host(127.0.0.1)
+SlurmctldPort=$PORT
+SlurmdPort=$((PORT + 1))
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+AuthInfo=cred_expire=$CRED_EXPIRE
+StateSaveLocation=$STATE/ctld
+SlurmdSpoolDir=$STATE/spool
+SlurmctldPidFile=$STATE/slurmctld.pid
+SlurmdPidFile=$STATE/slurmd.pid
+SlurmctldLogFile=$STATE/slurmctld.log
+SlurmdLogFile=$STATE/slurmd.log
+SlurmctldDebug=info
+SlurmdDebug=info
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/filetxt
+JobCompLoc=$STATE/jobcomp.log
+MpiDefault=pmi2
+SwitchType=switch/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+SchedulerType=sched/backfill
+SchedulerParameters=sched_interval=5,bf_interval=5
+ReturnToService=2
+MinJobAge=3600
+KillWait=30
+InactiveLimit=0
+$node_line NodeAddr=127.0.0.1 State=UNKNOWN
+PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
+EOF
+    printf 'export SLURM_CONF=%s\n' "$CONF" >"$ENV_FILE"
+}
+
+node_state() { sinfo -h -N -o '%T' 2>/dev/null | head -n 1; }
+
+show_logs() {
+    for log in "$STATE/slurmctld.log" "$STATE/slurmd.log"; do
+        [ -f "$log" ] && { echo "--- tail of $log" >&2; tail -n 15 "$log" >&2; }
+    done
+    return 0
+}
+
+cmd_start() {
+    need_programs
+    need_root
+    mkdir -p "$STATE"
+    export SLURM_CONF=$CONF
+    if pid_alive "$STATE/slurmctld.pid" && pid_alive "$STATE/slurmd.pid"; then
+        say "already running (state in $STATE)"
+    else
+        # A half-started cluster (one daemon left over) is stopped first, then started afresh.
+        stop_daemons
+        start_munge
+        write_config
+        rm -f "$STATE/slurmctld.log" "$STATE/slurmd.log" "$STATE/jobcomp.log"
+        # -c: clear the saved state of a previous local cluster (old jobs, job ids).
+        slurmctld -c -f "$CONF" || { show_logs; die 1 "slurmctld did not start"; }
+        slurmd -f "$CONF" || { show_logs; die 1 "slurmd did not start"; }
+        say "started slurmctld and slurmd (state in $STATE)"
+    fi
+    local state=""
+    for i in $(seq 120); do
+        state=$(node_state)
+        case $state in
+            idle*|mixed*|allocated*) break ;;
+            down*|drain*)
+                # ReturnToService=2 normally brings it up; nudge it in case it registered late.
+                [ $((i % 10)) -eq 0 ] && scontrol update NodeName="$(hostname -s)" State=RESUME \
+                    >/dev/null 2>&1 || true ;;
+        esac
+        sleep 0.5
+    done
+    case $state in
+        idle*|mixed*|allocated*) ;;
+        *) show_logs; die 1 "the node did not become idle within 60 s (state: '${state:-none}')" ;;
+    esac
+    say "node $(hostname -s) is $state; clients need:"
+    cat "$ENV_FILE"
+}
+
+# Stop slurmd and slurmctld (whatever their pid files name) and munged if we started it.
+stop_daemons() {
+    local name pidfile pid
+    for name in slurmd slurmctld; do
+        pidfile=$STATE/$name.pid
+        if pid_alive "$pidfile"; then
+            pid=$(cat "$pidfile")
+            kill -TERM "$pid" 2>/dev/null || true
+            for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+            kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+            say "stopped $name (pid $pid)"
+        fi
+        rm -f "$pidfile"
+    done
+    if [ -f "$STATE/munged.ours" ]; then
+        if [ -s "$MUNGE_SOCKET_DIR/munged.pid" ]; then
+            pid=$(cat "$MUNGE_SOCKET_DIR/munged.pid")
+            kill -TERM "$pid" 2>/dev/null && say "stopped munged (pid $pid)" || true
+        fi
+        rm -f "$STATE/munged.ours"
+    fi
+}
+
+cmd_stop() {
+    need_programs
+    need_root
+    export SLURM_CONF=$CONF
+    if [ -f "$CONF" ] && pid_alive "$STATE/slurmctld.pid"; then
+        local jobs
+        jobs=$(squeue -h -o '%A' 2>/dev/null | tr '\n' ' ' || true)
+        if [ -n "${jobs// /}" ]; then
+            say "cancelling jobs: $jobs"
+            # shellcheck disable=SC2086
+            scancel $jobs 2>/dev/null || true
+            for _ in $(seq 40); do
+                [ -z "$(squeue -h -o '%A' 2>/dev/null)" ] && break
+                sleep 0.5
+            done
+        fi
+    fi
+    stop_daemons
+    say "stopped"
+}
+
+cmd_status() {
+    need_programs
+    export SLURM_CONF=$CONF
+    local ok=0
+    for name in slurmctld slurmd; do
+        if pid_alive "$STATE/$name.pid"; then
+            say "$name running (pid $(cat "$STATE/$name.pid"))"
+        else
+            say "$name not running"; ok=1
+        fi
+    done
+    munge_works && say "munged answers" || { say "munged does not answer"; ok=1; }
+    if [ $ok -eq 0 ]; then
+        sinfo -N -o '%N %T %C' || ok=1
+        squeue || ok=1
+        cat "$ENV_FILE"
+    fi
+    return $ok
+}
+
+case ${1:-} in
+    start) cmd_start ;;
+    stop) cmd_stop ;;
+    status) cmd_status ;;
+    env) [ -f "$ENV_FILE" ] || die 1 "no cluster set up in $STATE (run: $0 start)"; cat "$ENV_FILE" ;;
+    *) usage ;;
+esac
