@@ -12,9 +12,10 @@ their global index, so the matrix does not depend on R), then reports per rank:
 * ``solve peak``: the peak resident memory above the same baseline while solving, i.e. the rows
   plus the solver's workspace (kernel, its factor, one column chunk);
 * ``XLA temp``: the solve's temporary buffers as planned by XLA (``memory_analysis``);
-* the solve time, and the time and FLOP rate of the kernel build alone
-  (``2 N^2 P / R`` real flops per rank, N the stacked rows: N_s, or 2 N_s for complex O) next to
-  a plain ``A @ A.T`` of the same (N x P/R) shape timed in the same run, interleaved with it.
+* the solve time and its rate counted as kernel flops only (``2 N^2 P / R`` real flops per
+  rank, N the stacked rows: N_s, or 2 N_s for complex O); unless ``--no-kernel``, the time and
+  rate of the kernel build alone; and the rate of a plain ``A @ A.T`` with A of shape
+  (N, min(P/R, --matmul-cols)), timed in the same run, interleaved with the kernel build.
 
 Memory is the process's resident set from ``/proc/self/status``: ``VmRSS`` for the baseline and
 ``VmHWM`` (peak) after resetting the peak through ``/proc/self/clear_refs``. Python's
@@ -194,45 +195,50 @@ def bench_case(
     result["solve_peak_mib"] = memory_mib("VmHWM") - baseline
     result["fallback"] = float(solve(o_local, eps_local)[1]["fallback"])
 
+    columns = -(-n_params // comm.size)
+    kernel_flops = 2 * n_kernel**2 * columns
+    result["solve_gflops"] = kernel_flops / result["solve_s"] / 1e9
+    matmul_cols = min(columns, args.matmul_cols)
+    reference = jax.random.normal(jax.random.PRNGKey(1), (n_kernel, matmul_cols))
+    product = jax.jit(lambda a: a @ a.T)
+    runs = [partial(product, reference)]
     if args.kernel:
-        columns = -(-n_params // comm.size)
         kernel = jax.jit(
             partial(
                 minsr.kernel_matrix, comm=comm, rows_max=n_local, column_chunk=args.column_chunk
             )
         )
-        matmul_cols = min(columns, args.matmul_cols)
-        reference = jax.random.normal(jax.random.PRNGKey(1), (n_kernel, matmul_cols))
-        product = jax.jit(lambda a: a @ a.T)
-        jax.block_until_ready((kernel(o_local), product(reference)))
-        kernel_s, matmul_s = interleaved_times(
-            [lambda: kernel(o_local), lambda: product(reference)], comm, args.repeats
-        )
-        result["kernel_s"] = kernel_s
-        result["kernel_gflops"] = 2 * n_kernel**2 * columns / kernel_s / 1e9
-        result["matmul_gflops"] = 2 * n_kernel**2 * matmul_cols / matmul_s / 1e9
-    del o_local
+        runs.append(partial(kernel, o_local))
+    del o_local  # freed here unless the kernel run holds it
+    jax.block_until_ready([run() for run in runs])
+    times = interleaved_times(runs, comm, args.repeats)
+    result["matmul_gflops"] = 2 * n_kernel**2 * matmul_cols / times[0] / 1e9
+    if args.kernel:
+        result["kernel_s"] = times[1]
+        result["kernel_gflops"] = kernel_flops / times[1] / 1e9
     return result
 
 
 def report(rows: list[dict[str, float]], comm: Comm, args: argparse.Namespace) -> None:
-    """Print one markdown row per case on rank 0: max over ranks of times and memory."""
+    """Print one markdown row per case on rank 0 (the worst rank's time, memory and rate)."""
     if not comm.is_root:
         return
     dtype = "complex128" if args.complex else "float64"
     print(
         "| R | N_s | P | dtype | O/rank theory MiB | O RSS/rank MiB | solve peak/rank MiB "
-        "| XLA temp MiB | solve s | kernel s | kernel GF/s | matmul GF/s | ratio |"
+        "| XLA temp MiB | solve s | kernel s | kernel GF/s | solve GF/s | matmul GF/s "
+        "| kernel / matmul |"
     )
-    print("|" + "---|" * 13)
+    print("|" + "---|" * 14)
     for case in rows:
         theory = case["n_local"] * case["P"] * (16 if args.complex else 8) / MIB
-        kernel = [case.get(k, np.nan) for k in ("kernel_s", "kernel_gflops", "matmul_gflops")]
+        kernel_s, kernel_rate = case.get("kernel_s", np.nan), case.get("kernel_gflops", np.nan)
         print(
             f"| {comm.size} | {case['N_s']:.0f} | {case['P']:.0f} | {dtype} | {theory:.0f} "
             f"| {case['o_rss_mib']:.0f} | {case['solve_peak_mib']:.0f} "
-            f"| {case['xla_temp_mib']:.0f} | {case['solve_s']:.2f} | {kernel[0]:.2f} "
-            f"| {kernel[1]:.1f} | {kernel[2]:.1f} | {kernel[1] / kernel[2]:.2f} |"
+            f"| {case['xla_temp_mib']:.0f} | {case['solve_s']:.2f} | {kernel_s:.2f} "
+            f"| {kernel_rate:.1f} | {case['solve_gflops']:.1f} | {case['matmul_gflops']:.1f} "
+            f"| {kernel_rate / case['matmul_gflops']:.2f} |"
         )
 
 
@@ -250,9 +256,9 @@ def main() -> None:
             gathered = comm.gather_rows(np.array([[mine[k] for k in keys]]))
             if comm.is_root:
                 worst = dict(zip(keys, gathered.max(axis=0)))
-                if "kernel_gflops" in worst:  # rates: the slowest rank
-                    worst["kernel_gflops"] = gathered[:, keys.index("kernel_gflops")].min()
-                    worst["matmul_gflops"] = gathered[:, keys.index("matmul_gflops")].min()
+                for key in keys:  # rates: the slowest rank
+                    if key.endswith("gflops"):
+                        worst[key] = gathered[:, keys.index(key)].min()
                 rows.append({**worst, "N_s": n_samples, "P": n_params})
                 print(f"# done N_s={n_samples} P={n_params}: {worst}", flush=True)
     if comm.is_root:

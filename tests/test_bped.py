@@ -57,10 +57,10 @@ def test_sectors_against_jordan_wigner():
     exact = np.linalg.eigvalsh(jordan_wigner_hamiltonian(eps, W, 3))
     states = bped.fock_states(9, 3)
     codes = bped.momentum_sectors(states, ml.momentum_labels(p.M, bands.k))
-    ranker, terms = bped.StateRanker(9, 3), bped.pair_terms(W)
+    ranker, ham = bped.StateRanker(9, 3), bped.band_hamiltonian(eps, W)
     spectrum = []
     for code in np.unique(codes):
-        H = bped.full_matrix(bped.sector_hamiltonian(states[codes == code], eps, terms, ranker)).toarray()
+        H = bped.full_matrix(bped.sector_hamiltonian(states[codes == code], ham, ranker)).toarray()
         np.testing.assert_allclose(H, H.conj().T, atol=1e-14)
         spectrum.extend(np.linalg.eigvalsh(H))
     np.testing.assert_allclose(np.sort(spectrum), exact, atol=1e-12)
@@ -86,8 +86,8 @@ def test_lanczos_matches_dense():
     bands = supercell_bands(p)
     states = bped.fock_states(27, 4)
     codes = bped.momentum_sectors(states, ml.momentum_labels(p.M, bands.k))
-    terms = bped.pair_terms(bped.interaction_tensor(p, bands))
-    lower = bped.sector_hamiltonian(states[codes == codes[0]], bands.energies[:, 0], terms, bped.StateRanker(27, 4))
+    ham = bped.band_hamiltonian(bands.energies[:, 0], bped.interaction_tensor(p, bands))
+    lower = bped.sector_hamiltonian(states[codes == codes[0]], ham, bped.StateRanker(27, 4))
     assert lower.shape[0] > bped.DENSE_LIMIT
     dense = np.linalg.eigvalsh(bped.full_matrix(lower).toarray())[0]
     assert bped.lowest_eigenvalue(lower) == pytest.approx(dense, abs=1e-9)

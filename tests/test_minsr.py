@@ -135,3 +135,16 @@ def test_bad_input_is_reported() -> None:
         minsr.solve(jnp.ones((3, 4)), jnp.ones(3), 0.1, SERIAL, method="cg")
     with pytest.raises(ValueError, match="rows"):
         minsr.solve(jnp.ones((3, 4)), jnp.ones(2), 0.1, SERIAL)
+
+
+def test_nan_cholesky_factor_falls_back_to_the_eigendecomposition() -> None:
+    # An indefinite matrix with a small claimed trace passes the certification, its Cholesky
+    # factor is NaN, and the fallback rebuilds it and drops the negative eigenvalue.
+    matrix = jnp.diag(jnp.array([1.0, 2.0, -0.5]))
+    rhs = jnp.array([1.0, 1.0, 1.0])
+    x, info = minsr._solve_regularised(
+        lambda: matrix, jnp.asarray(3.5), rhs, jnp.asarray(0.1), jnp.ones(3, bool), 1e-12
+    )
+    assert bool(info["fallback"])
+    np.testing.assert_allclose(x, [1 / 1.1, 1 / 2.1, 0.0], rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(info["condition"], 2.1 / 1.1, rtol=1e-14)

@@ -25,14 +25,16 @@ allreduce. Every rank then solves the same N x N system. The last step differs f
 purpose: instead of keeping the column block to form its slice ``O_block^T x`` and allgathering
 the slices, rank r forms ``O~_r^T x_r`` from the rows it already holds and an allreduce sums the
 P-vectors. The result is the same (``O~^T x = sum_r O~_r^T x_r``), the communication is one
-P-vector either way, and the column block never has to be stored: memory per rank is the input
-rows ``N_s P / R`` plus the kernel (a few ``N^2``) plus one chunk (``~3 N_s column_chunk``), and
-the work per rank is ``2 N^2 P / R`` flops for the kernel and ``2 N_s P / R`` for the product.
+P-vector either way, and the column block never has to be stored. Memory per rank: the input
+rows ``N_s P / R`` plus XLA's workspace of 3 N x N buffers (kernel accumulator and product,
+allreduce output, Cholesky factor; 3.0 N^2 numbers in ``memory_analysis`` for N = 2048 and 8192
+on 2 ranks), which also hold the column chunks (``~3 N column_chunk`` numbers). Work per rank:
+``2 N^2 P / R`` flops for the kernel, ``N^3 / 3`` for Cholesky, ``2 N P / R`` for the product.
 
 The small system is solved by Cholesky when the shift guarantees that it is well conditioned;
 otherwise (lambda = 0 or tiny, or a NaN factor) by an eigendecomposition with a relative
-eigenvalue cutoff ``rcond``, i.e. with the pseudo-inverse. Both paths are traced
-and ``lax.cond`` picks one at run time, so the solve stays one jitted computation.
+eigenvalue cutoff ``rcond``, i.e. with the pseudo-inverse. Both paths are traced and
+``lax.cond`` picks one at run time, so the solve stays one jitted computation.
 """
 
 from __future__ import annotations
@@ -72,9 +74,9 @@ def solve(
 ) -> tuple[jax.Array, Info]:
     """Natural-gradient step ``delta = O~^T (O~ O~^T + lambda I)^(-1) eps~`` over all ranks.
 
-    Ranks may hold different numbers of rows; the kernel is then padded (see
-    :func:`_regularised`). Jitted internally; it may also be called inside ``jax.jit`` when
-    ``n_rows_max`` is given (otherwise it is found with an eager collective).
+    Ranks may hold different numbers of rows (even none); the kernel is then padded (see
+    :func:`_regularised`). Jitted internally; it may also be called inside ``jax.jit``, given
+    ``n_rows_max`` on several ranks.
 
     Args:
         O_local: this rank's rows of O, shape (n_local, P), real or complex, centred with the
@@ -90,10 +92,11 @@ def solve(
             eigendecomposition path, which is taken unless ``lambda`` certifies a condition
             number below 1/rcond, i.e. ``lambda > rcond (||O~||_F^2 + lambda)`` (see
             :func:`_solve_regularised`).
-        column_chunk: columns per rank per alltoall round (minSR); peak extra memory per rank is
+        column_chunk: columns per rank per alltoall round (minSR); the chunk buffers hold
             about ``3 * N * column_chunk`` numbers.
-        n_rows_max: the largest n_local over ranks. Required inside ``jax.jit`` when ranks hold
-            different numbers of rows; None finds it with an eager ``comm.max``.
+        n_rows_max: the largest n_local over ranks (n_local itself for evenly sharded
+            walkers). Required inside ``jax.jit`` on several ranks; None finds it with an eager
+            ``comm.max``.
 
     Returns:
         ``(delta, info)``: delta of shape (P,), real, identical on every rank; info, a dict of
@@ -306,7 +309,7 @@ def _cholesky_solve(
 
     A failed factorization is NaN throughout, and so is then the pivot ratio.
     """
-    factor = lax.linalg.cholesky(kernel.T, symmetrize_input=False)  # K^T = K: no relayout
+    factor = lax.linalg.cholesky(kernel, symmetrize_input=False)
     pivots = jnp.diagonal(factor) ** 2
     x = cho_solve((factor, True), rhs)
     condition = jnp.max(jnp.where(valid, pivots, 0.0)) / jnp.min(jnp.where(valid, pivots, jnp.inf))
@@ -321,7 +324,7 @@ def _pseudo_inverse_solve(
     Eigenvectors living on padded rows (weight on valid rows below 1/2) are left out of the
     condition estimate ``w_max / w_min_kept``: their eigenvalue is the padding constant.
     """
-    vectors, eigenvalues = lax.linalg.eigh(kernel.T, symmetrize_input=False)
+    vectors, eigenvalues = lax.linalg.eigh(kernel, symmetrize_input=False)
     largest = eigenvalues[-1]
     kept = eigenvalues > rcond * largest
     inverse = jnp.where(kept, 1.0 / jnp.where(kept, eigenvalues, 1.0), 0.0)

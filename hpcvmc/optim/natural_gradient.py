@@ -102,8 +102,8 @@ class NaturalGradient:
             state: the state from :meth:`init` or the previous update.
             params: the current parameters (gives the pytree structure and dtype).
             comm: the communicator.
-            n_rows_max: the largest n_local over ranks; needed only inside ``jax.jit`` on
-                several ranks with unequal rows (see :func:`hpcvmc.optim.minsr.solve`).
+            n_rows_max: the largest n_local over ranks; required inside ``jax.jit`` on several
+                ranks (see :func:`hpcvmc.optim.minsr.solve`).
 
         Returns:
             ``(updates, new_state, info)``: the pytree to add to params, the next state, and the

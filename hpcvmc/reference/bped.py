@@ -161,35 +161,55 @@ def _mask(lo: np.ndarray | int, hi: np.ndarray | int) -> np.ndarray:
     return ((one << hi) - one) ^ ((one << lo) - one)
 
 
-def pair_terms(W: np.ndarray, tol: float = 1e-14) -> list[PairTerm]:
-    """Antisymmetrized two-body terms grouped by the annihilated pair.
+@dataclasses.dataclass(frozen=True)
+class BandHamiltonian:
+    """The projected Hamiltonian split into its diagonal and off-diagonal parts in the Fock basis.
+
+    H = sum_k eps_k n_k + sum_{p<p'} E_pair[p, p'] n_p n_p' + (pair hops in `terms`).
+    """
+
+    eps: np.ndarray
+    """Lowest-band energies eps_k, shape (n_k,), in E0."""
+    pair_energy: np.ndarray
+    """E_pair[p, p'] = -A[p, p', p, p'] (Hartree minus exchange of an occupied pair) for p < p',
+    zero elsewhere, shape (n_k, n_k), in E0."""
+    terms: list[PairTerm]
+    """Off-diagonal terms ({p1, p2} != {p3, p4}), grouped by the annihilated pair."""
+
+
+def band_hamiltonian(eps: np.ndarray, W: np.ndarray, tol: float = 1e-14) -> BandHamiltonian:
+    """Antisymmetrize the two-body matrix elements and split off the diagonal.
 
     H_int = sum_{p1<p2, p3<p4} A[p1, p2, p3, p4] c+_p1 c+_p2 c_p3 c_p4 with
-    A = (W[p1,p2,p3,p4] - W[p2,p1,p3,p4] - W[p1,p2,p4,p3] + W[p2,p1,p4,p3]) / 2.
+    A = (W[p1,p2,p3,p4] - W[p2,p1,p3,p4] - W[p1,p2,p4,p3] + W[p2,p1,p4,p3]) / 2;
+    the terms with (p1, p2) = (p3, p4) are -A n_p3 n_p4.
 
     Args:
+        eps: lowest-band energies, shape (n_k,), in E0.
         W: matrix elements, shape (n_k,) * 4, in E0.
-        tol: amplitudes below this magnitude are dropped.
+        tol: off-diagonal amplitudes below this magnitude are dropped.
 
     Returns:
-        One `PairTerm` per annihilated pair p3 < p4 that has terms.
+        The Hamiltonian in the form used by `sector_hamiltonian`.
     """
     A = 0.5 * (W - W.transpose(1, 0, 2, 3) - W.transpose(0, 1, 3, 2) + W.transpose(1, 0, 3, 2))
-    c1, c2 = np.triu_indices(W.shape[0], 1)
+    n_k = W.shape[0]
+    c1, c2 = np.triu_indices(n_k, 1)
+    pair_energy = np.zeros((n_k, n_k))
+    pair_energy[c1, c2] = -A[c1, c2, c1, c2].real
     terms = []
-    for p3, p4 in zip(*np.triu_indices(W.shape[0], 1)):
+    for p3, p4 in zip(c1, c2):
         amp = A[c1, c2, p3, p4]
-        keep = np.abs(amp) > tol
-        if not np.any(keep):
-            continue
-        terms.append(PairTerm(
-            removed=_mask(p3, p3 + 1) | _mask(p4, p4 + 1),
-            removed_sign=_mask(p3, p4),
-            created=_mask(c1[keep], c1[keep] + 1) | _mask(c2[keep], c2[keep] + 1),
-            created_sign=_mask(c1[keep], c2[keep]),
-            amplitude=amp[keep],
-        ))
-    return terms
+        keep = (np.abs(amp) > tol) & ((c1 != p3) | (c2 != p4))
+        if np.any(keep):
+            terms.append(PairTerm(
+                removed=_mask(p3, p3 + 1) | _mask(p4, p4 + 1),
+                removed_sign=_mask(p3, p4),
+                created=_mask(c1[keep], c1[keep] + 1) | _mask(c2[keep], c2[keep] + 1),
+                created_sign=_mask(c1[keep], c2[keep]),
+                amplitude=amp[keep],
+            ))
+    return BandHamiltonian(eps=np.asarray(eps, dtype=float), pair_energy=pair_energy, terms=terms)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -294,36 +314,36 @@ def _parity(x: np.ndarray) -> np.ndarray:
 
 
 def sector_hamiltonian(
-    states: np.ndarray, eps: np.ndarray, terms: Iterable[PairTerm], ranker: StateRanker
+    states: np.ndarray, ham: BandHamiltonian, ranker: StateRanker
 ) -> scipy.sparse.csr_matrix:
-    """Lower triangle (with diagonal) of sum_k eps_k n_k + H_int on one momentum sector.
+    """Lower triangle (with diagonal) of the projected Hamiltonian on one momentum sector.
 
-    H[new, old] = A * sign for every term that maps |old> to |new>; only new >= old is kept
-    (the basis is sorted, so this is the lower triangle); see `full_matrix`.
+    H[new, old] = A * sign for every term that maps |old> to |new>; only new > old is kept
+    (the basis is sorted, so this is the strict lower triangle); see `full_matrix`.
 
     Args:
         states: ascending bit strings of the sector, shape (D,).
-        eps: single-particle energies of the modes, shape (n_k,), in E0.
-        terms: two-body terms from `pair_terms`.
+        ham: the projected Hamiltonian.
         ranker: colex ranker of the full Fock space of the same n_modes, N.
 
     Returns:
         CSR matrix L, shape (D, D), in E0 (without the constant N U xi / 2).
     """
     dim = len(states)
-    local = np.full(math.comb(len(eps), ranker.n_particles), -1, np.int32)
+    local = np.full(math.comb(len(ham.eps), ranker.n_particles), -1, np.int32)
     local[ranker.rank(states)] = np.arange(dim, dtype=np.int32)
-    diag = np.zeros(dim)
-    for mode, e in enumerate(eps):
-        diag += e * ((states >> np.uint64(mode)) & np.uint64(1))
+    modes = np.arange(len(ham.eps), dtype=np.uint64)
+    occupation = ((states[:, None] >> modes[None, :]) & np.uint64(1)).astype(float)
+    diag = occupation @ ham.eps + np.sum((occupation @ ham.pair_energy) * occupation, axis=1)
     rows, cols = [np.arange(dim, dtype=np.int32)], [np.arange(dim, dtype=np.int32)]
     vals = [diag.astype(complex)]
-    for term in terms:
+    del occupation
+    for term in ham.terms:
         hit = np.nonzero((states & term.removed) == term.removed)[0].astype(np.int32)
         removed = states[hit] ^ term.removed
         i, j = np.nonzero((removed[:, None] & term.created[None, :]) == 0)
         new = removed[i] | term.created[j]
-        lower = new >= states[hit[i]]
+        lower = new > states[hit[i]]
         i, j, new = i[lower], j[lower], new[lower]
         sign = _parity(removed[i] & term.created_sign[j])
         sign ^= _parity(states[hit[i]] & term.removed_sign)
@@ -332,7 +352,7 @@ def sector_hamiltonian(
         vals.append(term.amplitude[j] * (1 - 2 * sign.astype(np.float64)))
     row, col, val = (np.concatenate(x) for x in (rows, cols, vals))
     del rows, cols, vals
-    return scipy.sparse.coo_matrix((val, (row, col)), shape=(dim, dim)).tocsr()
+    return scipy.sparse.csr_matrix((val, (row, col)), shape=(dim, dim))
 
 
 def full_matrix(lower: scipy.sparse.csr_matrix) -> scipy.sparse.csr_matrix:
@@ -401,7 +421,7 @@ def run_bped(
     if n > n_k:
         raise ValueError(f"{n} electrons do not fit into the lowest band of {n_k} k-points")
     eps = bands.energies[:, 0]
-    terms = pair_terms(interaction_tensor(params, bands))
+    ham = band_hamiltonian(eps, interaction_tensor(params, bands))
     xi = madelung_constant(params.cell)
     constant = 0.5 * n * params.U * xi
     labels = momentum_labels(params.M, bands.k)
@@ -414,7 +434,7 @@ def run_bped(
         sector = states[codes == _code(labels[index], n_k)]
         if len(sector) == 0:
             continue
-        H = sector_hamiltonian(sector, eps, terms, ranker)
+        H = sector_hamiltonian(sector, ham, ranker)
         energy = lowest_eigenvalue(H, tol) + constant
         results.append({
             "index": int(index),

@@ -1,0 +1,117 @@
+"""Slater model: antisymmetry, periodicity on the torus, basis and Hartree-Fock representation."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hpcvmc import config as C
+from hpcvmc.models import slater
+from hpcvmc.reference import hf
+from hpcvmc.systems import moire
+
+
+def _model(polarized, **model_keys):
+    system = moire.from_config(C.MoireConfig(sites=3, n_electrons=4, spin_polarized=polarized))
+    cfg = C.SlaterConfig(g_max=1.5, **model_keys)
+    model = slater.from_config(cfg, system)
+    params = model.init(jax.random.PRNGKey(0), jnp.ones((1, 4, 2)))["params"]
+    return system, jax.jit(lambda x: model.apply({"params": params}, x))
+
+
+def _phase_difference(a, b):
+    """(a - b) imaginary part reduced to (-pi, pi]."""
+    d = np.imag(a - b)
+    return np.angle(np.exp(1j * d))
+
+
+@pytest.mark.parametrize("polarized", [True, False])
+@pytest.mark.parametrize("keys", [{}, {"jastrow": True, "n_determinants": 2, "init_noise": 0.5}],
+                         ids=["one-det", "two-dets-jastrow"])
+def test_swapping_equal_spins_flips_the_sign(polarized, keys):
+    system, logpsi = _model(polarized, **keys)
+    x = jax.random.uniform(jax.random.PRNGKey(1), (5, 4, 2)) * 2.0
+    pairs = [(0, 1), (2, 3)] if not polarized else [(0, 1), (1, 3)]
+    for i, j in pairs:
+        swapped = x.at[:, [i, j]].set(x[:, [j, i]])
+        a, b = np.asarray(logpsi(x)), np.asarray(logpsi(swapped))
+        np.testing.assert_allclose(b.real, a.real, rtol=1e-10)
+        np.testing.assert_allclose(np.abs(_phase_difference(b, a)), np.pi, atol=1e-9)
+
+
+@pytest.mark.parametrize("polarized", [True, False])
+def test_translating_an_electron_by_a_supercell_vector_leaves_psi_unchanged(polarized):
+    system, logpsi = _model(polarized, jastrow=True, n_determinants=2, init_noise=0.5)
+    x = jax.random.uniform(jax.random.PRNGKey(2), (5, 4, 2)) * 2.0
+    reference = np.asarray(logpsi(x))
+    L1, L2 = system.cell
+    for electron in range(4):
+        for shift in (L1, L2, 2 * L1 - 3 * L2):
+            moved = np.asarray(logpsi(x.at[:, electron].add(jnp.asarray(shift))))
+            np.testing.assert_allclose(moved.real, reference.real, rtol=1e-10)
+            np.testing.assert_allclose(_phase_difference(moved, reference), 0.0, atol=1e-9)
+
+
+def test_periodic_distance_is_the_distance_near_zero_and_periodic():
+    cell = moire.from_config(C.MoireConfig(sites=27, n_electrons=18)).cell
+    r = np.array([[1e-3, 2e-3], [-3e-4, 1e-4]])
+    d = np.asarray(slater.periodic_distance(jnp.asarray(r), cell))
+    np.testing.assert_allclose(d, np.linalg.norm(r, axis=1), rtol=1e-5)
+    far = np.array([0.7, -1.3])
+    shifted = far + 2 * cell[0] - cell[1]
+    np.testing.assert_allclose(slater.periodic_distance(jnp.asarray(shifted), cell),
+                               slater.periodic_distance(jnp.asarray(far), cell), rtol=1e-12)
+
+
+def test_jastrow_cusps_in_2d():
+    """du/dr at r -> 0 is U for opposite spins and U/3 for equal spins (2D cusp conditions)."""
+    U = 5.3
+    cell = moire.from_config(C.MoireConfig(sites=3, n_electrons=2)).cell
+    Q = np.array([[0.0, 0.0], [1.0, 0.5]])
+    for polarized, cusp in ((False, U), (True, U / 3)):
+        up = np.eye(2)[:, : 2 if polarized else 1].astype(complex)
+        orbitals = slater.Orbitals(Q=Q, up=up, down=up[:, : 0 if polarized else 1])
+        with_j, without = (slater.Slater(orbitals=orbitals, cell=cell, jastrow=j, U=U)
+                           for j in (True, False))
+        params = with_j.init(jax.random.PRNGKey(0), jnp.ones((1, 2, 2)))["params"]
+        plain = {k: v for k, v in params.items() if not k.startswith("jastrow")}
+
+        def jastrow(r, with_j=with_j, without=without, params=params, plain=plain):
+            x = jnp.stack([jnp.array([0.3, 0.2]), jnp.array([0.3 + r, 0.2])])[None]
+            diff = with_j.apply({"params": params}, x) - without.apply({"params": plain}, x)
+            return diff[0].real
+
+        np.testing.assert_allclose(jax.grad(jastrow)(1e-7), cusp, rtol=1e-5)
+
+
+def test_basis_is_the_hartree_fock_basis():
+    params = moire.from_config(C.MoireConfig(sites=27, n_electrons=18)).params
+    for g_max in (1.0, 3.0):
+        ours = slater.supercell_plane_waves(params.M, g_max)
+        np.testing.assert_array_equal(ours, hf.supercell_basis(params, g_max).Q_int)
+
+
+def test_hf_initialization_spans_the_hartree_fock_occupied_space():
+    """init = 'hf': the orbitals' projector equals the converged HF density matrix P."""
+    system = moire.from_config(C.MoireConfig(sites=3, n_electrons=2, epsilon=10.0))
+    orbitals = slater.initial_orbitals(system.params, g_max=1.5, init="hf")
+    C_up = orbitals.up
+    np.testing.assert_allclose(C_up.conj().T @ C_up, np.eye(2), atol=1e-10)
+    basis = hf.supercell_basis(system.params, 1.5)
+    builder = hf.fock_builder(system.params, basis)
+    h = hf.one_body_matrix(system.params, basis)
+    result = hf.run_scf(system.params, builder, h, C_up @ C_up.conj().T)
+    assert result["converged"] and result["iterations"] <= 3  # already self-consistent
+    np.testing.assert_allclose(result["P"], C_up @ C_up.conj().T, atol=1e-4)
+
+
+def test_parameters_are_real_and_counted():
+    system = moire.from_config(C.MoireConfig(sites=9, n_electrons=6))
+    model = slater.from_config(C.SlaterConfig(g_max=3.0, n_determinants=2, init_noise=0.1,
+                                              jastrow=True), system)
+    params = model.init(jax.random.PRNGKey(0), jnp.ones((1, 6, 2)))["params"]
+    n_q = len(model.orbitals.Q)
+    assert n_q == len(hf.supercell_basis(system.params, 3.0).Q_int)
+    leaves = jax.tree_util.tree_leaves(params)
+    assert all(not jnp.iscomplexobj(leaf) for leaf in leaves)
+    assert sum(leaf.size for leaf in leaves) == 2 * 2 * n_q * 6 + 2 * 2 + 2
