@@ -37,12 +37,15 @@ def _init(config: Config | None = None, platform: str = "auto") -> Any:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run or resume the optimization of an input file."""
+    from hpcvmc.signals import StopFlag
+
+    stop = StopFlag().install()  # first: a signal during start-up is recorded, not fatal
     config = _load(args)
     comm = _init(config)
     from hpcvmc.build import build
     from hpcvmc.driver import run
 
-    return run(build(config, comm), restart=args.restart, progress_every=args.every)
+    return run(build(config, comm), restart=args.restart, progress_every=args.every, stop=stop)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

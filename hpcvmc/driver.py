@@ -236,8 +236,16 @@ def _write_history_csv(out: Path, history: dict[str, list[float]]) -> None:
             f.write(f"{i + 1}," + ",".join(repr(history[k][i]) for k in HISTORY_KEYS) + "\n")
 
 
-def run(setup: Setup, restart: str | None = None, progress_every: int = 1) -> int:
-    """Run (or resume) the optimization to ``run.steps``; returns the exit code."""
+def run(setup: Setup, restart: str | None = None, progress_every: int = 1,
+        stop: StopFlag | None = None) -> int:
+    """Run (or resume) the optimization to ``run.steps``; returns the exit code.
+
+    Args:
+        setup: the built run.
+        restart: a checkpoint to start from instead of the output folder's newest.
+        progress_every: batch mode: print every this many steps.
+        stop: the installed stop-signal flag (installed here when None).
+    """
     comm, cfg = setup.comm, setup.config
     out = Path(cfg.run.output)
     say = Progress(cfg.run.steps, comm.is_root).message
@@ -253,7 +261,7 @@ def run(setup: Setup, restart: str | None = None, progress_every: int = 1) -> in
         say("nothing to do: the run has reached run.steps")
         return EXIT_OK
     progress = Progress(cfg.run.steps, comm.is_root, every=progress_every)
-    stop = StopFlag().install()
+    stop = stop if stop is not None else StopFlag().install()
     step_fn = make_step(setup)
     last_checkpoint = time.monotonic()
     csv = open(out / HISTORY_CSV, "a") if comm.is_root else None
@@ -268,8 +276,10 @@ def run(setup: Setup, restart: str | None = None, progress_every: int = 1) -> in
                 say(f"hpcvmc: non-finite energy or parameters at step {state.step + 1}; stopped. "
                     f"The last good state (step {state.step}) is checkpointed in {out}")
                 return EXIT_NONFINITE
-            history = {k: v + [row[k]] for k, v in state.history.items()}
-            state = RunState(state.step + 1, result.params, result.opt_state, result.chains, history)
+            for key in HISTORY_KEYS:
+                state.history[key].append(row[key])
+            state = RunState(state.step + 1, result.params, result.opt_state, result.chains,
+                             state.history)
             progress.update(state.step, row)
             if csv is not None:
                 csv.write(f"{state.step}," + ",".join(repr(row[k]) for k in HISTORY_KEYS) + "\n")

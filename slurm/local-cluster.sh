@@ -190,8 +190,9 @@ cmd_start() {
             idle*|mixed*|allocated*) break ;;
             down*|drain*)
                 # ReturnToService=2 normally brings it up; nudge it in case it registered late.
-                [ $((i % 10)) -eq 0 ] && scontrol update NodeName="$(hostname -s)" State=RESUME \
-                    >/dev/null 2>&1 || true ;;
+                if [ $((i % 10)) -eq 0 ]; then
+                    scontrol update NodeName="$(hostname -s)" State=RESUME >/dev/null 2>&1 || true
+                fi ;;
         esac
         sleep 0.5
     done
@@ -212,7 +213,7 @@ stop_daemons() {
             pid=$(cat "$pidfile")
             kill -TERM "$pid" 2>/dev/null || true
             for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-            kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+            if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi
             say "stopped $name (pid $pid)"
         fi
         rm -f "$pidfile"
@@ -220,7 +221,7 @@ stop_daemons() {
     if [ -f "$STATE/munged.ours" ]; then
         if [ -s "$MUNGE_SOCKET_DIR/munged.pid" ]; then
             pid=$(cat "$MUNGE_SOCKET_DIR/munged.pid")
-            kill -TERM "$pid" 2>/dev/null && say "stopped munged (pid $pid)" || true
+            if kill -TERM "$pid" 2>/dev/null; then say "stopped munged (pid $pid)"; fi
         fi
         rm -f "$STATE/munged.ours"
     fi
@@ -258,7 +259,7 @@ cmd_status() {
             say "$name not running"; ok=1
         fi
     done
-    munge_works && say "munged answers" || { say "munged does not answer"; ok=1; }
+    if munge_works; then say "munged answers"; else say "munged does not answer"; ok=1; fi
     if [ $ok -eq 0 ]; then
         sinfo -N -o '%N %T %C' || ok=1
         squeue || ok=1
@@ -271,6 +272,8 @@ case ${1:-} in
     start) cmd_start ;;
     stop) cmd_stop ;;
     status) cmd_status ;;
-    env) [ -f "$ENV_FILE" ] || die 1 "no cluster set up in $STATE (run: $0 start)"; cat "$ENV_FILE" ;;
+    env)
+        [ -f "$ENV_FILE" ] || die 1 "no cluster set up in $STATE (run: $0 start)"
+        cat "$ENV_FILE" ;;
     *) usage ;;
 esac

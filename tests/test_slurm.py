@@ -11,9 +11,9 @@ slurmctld, slurmd, as root) and stops it afterwards. The tests submit the templa
 
 Skipped only where the Slurm/munge packages are missing (``bash .ci/install-slurm``), where the
 tests do not run as root, or where the cluster cannot start (the script's output is the reason).
-The jobs use this interpreter's environment (``HPCVMC_VENV``) and tiny settings; the file runs in
-about 3 minutes on 2 cores, most of it JAX compilation and Slurm's requeue delay
-(``cred_expire``, 20 s on the local cluster).
+The jobs use this interpreter's environment (``HPCVMC_VENV``), tiny settings and one shared JAX
+compilation cache; the file runs in 3 to 4 minutes on 2 busy cores, most of it start-up and
+compilation of hpcvmc and Slurm's requeue delay (``cred_expire``, 20 s on the local cluster).
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ import pytest
 
 REPO = Path(__file__).parents[1]
 CLUSTER = REPO / "slurm" / "local-cluster.sh"
+RUN_SBATCH = str(REPO / "slurm" / "run.sbatch")
+QUICKSTART = str(REPO / "jobs" / "quickstart.toml")
 BIN = Path(sys.executable).parent
 VENV = BIN.parent
 MPIRUN = shutil.which("mpirun", path=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
@@ -47,8 +49,10 @@ pytestmark = [
                        reason="the local Slurm cluster needs root (it starts munged and slurmd)"),
 ]
 
-# The tiny settings of every job: 2 ranks x 4 chains, 128 samples per step.
+# The tiny settings of every job: 2 ranks x 4 chains, 128 samples per step; the quickstart jobs
+# all run STEPS steps (the step count is compiled into the step, and the compilation is cached).
 TINY = ("--set", "sampler.n_samples=128", "--set", "sampler.n_chains=8")
+STEPS = 16
 FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
                 "BOOT_FAIL", "DEADLINE", "PREEMPTED"}
 
@@ -76,15 +80,23 @@ def slurm_env(tmp_path_factory):
                     f"{start.stdout}{start.stderr}")
     match = re.search(r"export SLURM_CONF=(\S+)", start.stdout)
     assert match, start.stdout
-    env.update(SLURM_CONF=match.group(1), HPCVMC_VENV=str(VENV))
+    # One JAX compilation cache for every job and the reference run: the quickstart jobs share
+    # their shapes (and run.steps), so only the first one compiles the VMC step.
+    cache = tmp_path_factory.mktemp("jax-cache")
+    env.update(SLURM_CONF=match.group(1), HPCVMC_VENV=str(VENV),
+               JAX_COMPILATION_CACHE_DIR=str(cache))
     yield env
     if not was_running:  # leave a cluster that someone else started alone
         subprocess.run(["bash", str(CLUSTER), "stop"], env=env, capture_output=True, timeout=180)
 
 
-def sbatch(env: dict[str, str], *args: str) -> str:
-    """Submit from the repository root (as users do); returns the job id."""
-    proc = subprocess.run(["sbatch", "--parsable", *args], cwd=REPO, env=env,
+def sbatch(env: dict[str, str], cwd: Path, *args: str) -> str:
+    """Submit from `cwd` (the job's working and submit folder); returns the job id.
+
+    The tests submit from their tmp folder, so that nothing (logs, input copies) lands in the
+    repository; scripts and inputs are given by absolute paths.
+    """
+    proc = subprocess.run(["sbatch", "--parsable", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, f"sbatch {' '.join(args)} failed:\n{proc.stdout}{proc.stderr}"
     return proc.stdout.strip().split(";")[0]
@@ -148,15 +160,16 @@ def final_params(run_dir: Path) -> dict[str, np.ndarray]:
 def test_run_template_on_two_tasks(slurm_env, tmp_path):
     """`sbatch --ntasks=2 slurm/run.sbatch jobs/quickstart.toml --set ...` runs to the end."""
     out, log = tmp_path / "run", tmp_path / "job.out"
-    job = sbatch(slurm_env, "--ntasks=2", f"--output={log}", "slurm/run.sbatch",
-                 "jobs/quickstart.toml", "--set", "run.steps=6", "--set", f"run.output={out}",
-                 *TINY)
+    job = sbatch(slurm_env, tmp_path, "--ntasks=2", f"--output={log}", RUN_SBATCH, QUICKSTART,
+                 "--set", f"run.steps={STEPS}", "--set", f"run.output={out}", *TINY)
     (record,) = wait_for_jobs(slurm_env, job, [log], timeout=240)
     assert (record["JobState"], record["ExitCode"]) == ("COMPLETED", "0:0"), read_logs([log])
     state = inspect(out)
-    assert (state["step"], state["n_ranks"], state["slurm_job_id"]) == (6, 2, job), read_logs([log])
-    assert history_steps(out) == list(range(1, 7))
+    assert (state["step"], state["n_ranks"], state["slurm_job_id"]) == (STEPS, 2, job), \
+        read_logs([log])
+    assert history_steps(out) == list(range(1, STEPS + 1))
     assert "srun --mpi=pmi2" in log.read_text()
+    assert not list(tmp_path.glob("slurm-*.input.toml")), "the input copy was not removed"
 
 
 def test_usr1_checkpoints_requeues_and_resumes(slurm_env, tmp_path):
@@ -164,17 +177,23 @@ def test_usr1_checkpoints_requeues_and_resumes(slurm_env, tmp_path):
     checkpoints, the job requeues itself, resumes and ends equal to an uninterrupted run."""
     if MPIRUN is None:
         pytest.skip("no mpirun next to this interpreter or on PATH for the reference run")
-    steps = 16
-    args = ("jobs/quickstart.toml", "--set", f"run.steps={steps}", "--set",
+    steps = STEPS
+    # The job reads its own copy of the input, which is edited (broken) once the job has started:
+    # the requeued run must still read the input as it was at the first start.
+    job_input = tmp_path / "input.toml"
+    shutil.copy(QUICKSTART, job_input)
+    args = ("--set", f"run.steps={steps}", "--set",
             "run.checkpoint_every=100", *TINY)
     out, log = tmp_path / "requeued", tmp_path / "job.out"
-    job = sbatch(slurm_env, "--ntasks=2", f"--output={log}", "slurm/run.sbatch", *args,
-                 "--set", f"run.output={out}")
+    job = sbatch(slurm_env, tmp_path, "--ntasks=2", f"--output={log}", RUN_SBATCH,
+                 str(job_input), *args, "--set", f"run.output={out}")
     # The reference: the same run, uninterrupted, on 2 ranks, outside Slurm (meanwhile).
     ref_out = tmp_path / "reference"
     reference = subprocess.Popen(
-        [MPIRUN, "-n", "2", str(BIN / "hpcvmc"), "run", *args, "--set", f"run.output={ref_out}"],
-        cwd=REPO, env=_clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [MPIRUN, "-n", "2", str(BIN / "hpcvmc"), "run", QUICKSTART, *args,
+         "--set", f"run.output={ref_out}"],
+        cwd=REPO, env=_clean_env(JAX_COMPILATION_CACHE_DIR=slurm_env["JAX_COMPILATION_CACHE_DIR"]),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         # Signal once a few steps are done, so that it lands mid-run.
         deadline = time.monotonic() + 180
@@ -182,6 +201,7 @@ def test_usr1_checkpoints_requeues_and_resumes(slurm_env, tmp_path):
             assert time.monotonic() < deadline, f"no progress\n{read_logs([log])}"
             time.sleep(0.2)
         subprocess.run(["scancel", "--batch", "--signal=USR1", job], env=slurm_env, check=True)
+        job_input.write_text("this is not an input file\n")
         (record,) = wait_for_jobs(slurm_env, job, [log], timeout=300)
         ref_output, _ = reference.communicate(timeout=300)
     finally:
@@ -191,7 +211,9 @@ def test_usr1_checkpoints_requeues_and_resumes(slurm_env, tmp_path):
     assert reference.returncode == 0, ref_output
     assert (record["JobState"], record["ExitCode"]) == ("COMPLETED", "0:0"), text
     assert record["Restarts"] == "1", text
-    assert "got USR1" in text and "requeueing job" in text and "resuming" in text, text
+    for expected in ("got USR1", "requeueing job", "using the input as it was", "resuming"):
+        assert expected in text, f"'{expected}' not in the job's output:\n{text}"
+    assert not list(tmp_path.glob("slurm-*.input.toml")), "the input copy was not removed"
     interrupted_at = int(re.search(r"stopped by signal after step (\d+)", text).group(1))
     assert 3 <= interrupted_at < steps, text
     assert history_steps(out) == list(range(1, steps + 1)), text
@@ -206,10 +228,12 @@ def test_usr1_checkpoints_requeues_and_resumes(slurm_env, tmp_path):
 def test_sweep_array_writes_one_run_per_value(slurm_env, tmp_path):
     """A 2-task job array from one template: two folders, each finished with its own J2."""
     sweep_dir, values = tmp_path / "sweep_j2", ("0.0", "0.5")
-    env = dict(slurm_env, HPCVMC_SWEEP_VALUES=" ".join(values), HPCVMC_SWEEP_DIR=str(sweep_dir))
+    env = dict(slurm_env, HPCVMC_SWEEP_VALUES=" ".join(values), HPCVMC_SWEEP_DIR=str(sweep_dir),
+               HPCVMC_RUN_SCRIPT=RUN_SBATCH)
     logs = [tmp_path / f"array_{i}.out" for i in range(2)]
-    array = sbatch(env, "--array=0-1", f"--output={tmp_path}/array_%a.out", "slurm/sweep.sbatch",
-                   "jobs/sweep_j2.toml", "--set", "run.steps=4", *TINY)
+    array = sbatch(env, tmp_path, "--array=0-1", f"--output={tmp_path}/array_%a.out",
+                   str(REPO / "slurm" / "sweep.sbatch"), str(REPO / "jobs" / "sweep_j2.toml"),
+                   "--set", "run.steps=4", *TINY)
     records = wait_for_jobs(env, array, logs, timeout=300, count=2)
     text = read_logs(logs)
     job_ids = {r["ArrayTaskId"]: r["JobId"] for r in records}
