@@ -20,8 +20,8 @@ their global index, so the matrix does not depend on R), then reports per rank:
 Memory is the process's resident set from ``/proc/self/status``: ``VmRSS`` for the baseline and
 ``VmHWM`` (peak) after resetting the peak through ``/proc/self/clear_refs``. Python's
 ``tracemalloc`` does not see XLA's buffers and ``jax.Device.memory_stats()`` is None on CPU.
-Linux only. Threads: with R ranks on C cores each rank gets C // R threads (see
-:func:`configure_threads`).
+Linux only. Threads: with R ranks on C cores each rank gets C // R XLA threads and one
+OpenBLAS thread (see :func:`configure_threads`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import os
 import re
 import time
 from functools import partial
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -71,16 +71,18 @@ def parse_args() -> argparse.Namespace:
 
 
 def configure_threads(size: int) -> int:
-    """Give each of ``size`` ranks its share of the cores; returns threads per rank.
+    """Give each of ``size`` ranks its share of the cores for XLA; returns that share.
 
     XLA's own matrix products run single-threaded when ranks >= cores (its flag is read when
-    the backend starts). The LAPACK that XLA calls for Cholesky and eigh (OpenBLAS, loaded with
-    scipy on first use) gets ``cores // ranks`` threads: OpenBLAS threads spin while waiting,
-    and with more threads than cores a 256 x 256 eigh took 1.8 s instead of 0.02 s.
+    the backend starts). The LAPACK that XLA calls for Cholesky and eigh (OpenBLAS, loaded
+    with scipy on first use) gets one thread unless OPENBLAS_NUM_THREADS is set: its threads
+    spin while waiting and fight XLA's for the cores. Measured here: with 2 ranks and 2
+    OpenBLAS threads each, a 256 x 256 eigh took 1.8 s instead of 0.02 s; on 1 rank, the
+    N_s = 1024, P = 8192 solve took 1.04 s with 2 OpenBLAS threads and 0.30 s with one.
     """
     cores = os.cpu_count() or 1
     threads = max(1, cores // size)
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", str(threads))
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     if threads == 1:
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {SINGLE_THREAD_FLAGS}"
     return threads
@@ -100,20 +102,23 @@ def reset_peak_memory() -> None:
 
 
 def row_generator(
-    start: int, n_rows: int, n_params: int, is_complex: bool, row_chunk: int
+    start: int, n_rows: int, n_samples: int, n_params: int, is_complex: bool, row_chunk: int
 ) -> Callable[[], jax.Array]:
     """Compiled generator of rows ``start .. start + n_rows`` of a random (N_s, P) matrix.
 
-    Row i is drawn from ``fold_in(key, i)``, so the global matrix is the same for every R; rows
-    are written in place into the output chunk by chunk, so no intermediate exceeds one chunk.
-    Compiled ahead of time so that the compiler's memory is not counted as the rows'.
+    Entries are standard normal divided by sqrt(N_s), the scaling of the solver's input (so
+    ``trace(O~ O~^T) ~ P`` and a diagonal shift of 1e-3 is a realistic one). Row i is drawn
+    from ``fold_in(key, i)``, so the global matrix is the same for every R; rows are written in
+    place into the output chunk by chunk, so no intermediate exceeds one chunk. Compiled ahead
+    of time so that the compiler's memory is not counted as the rows'.
     """
     dtype = jnp.complex128 if is_complex else jnp.float64
     chunk = min(row_chunk, n_rows)
     key = jax.random.PRNGKey(0)
 
     def row(index: jax.Array) -> jax.Array:
-        return jax.random.normal(jax.random.fold_in(key, index), (n_params,), dtype)
+        values = jax.random.normal(jax.random.fold_in(key, index), (n_params,), dtype)
+        return values / np.sqrt(n_samples)
 
     def build() -> jax.Array:
         def fill(k: jax.Array, rows: jax.Array) -> jax.Array:
@@ -127,15 +132,15 @@ def row_generator(
     return jax.jit(build).lower().compile()
 
 
-def best_time(run: Callable[[], jax.Array], comm: Comm, repeats: int) -> float:
-    """Fastest of ``repeats`` runs (all ranks start together), seconds."""
+def best_time(run: Callable[[], jax.Array], comm: Comm, repeats: int) -> tuple[float, Any]:
+    """Fastest of ``repeats`` runs (all ranks start together), seconds; and the last output."""
     times = []
     for _ in range(repeats):
         comm.barrier()
         start = time.perf_counter()
-        jax.block_until_ready(run())
+        output = jax.block_until_ready(run())
         times.append(time.perf_counter() - start)
-    return min(times)
+    return min(times), output
 
 
 def interleaved_times(
@@ -145,7 +150,7 @@ def interleaved_times(
     best = [np.inf] * len(runs)
     for _ in range(repeats):
         for i, run in enumerate(runs):
-            best[i] = min(best[i], best_time(run, comm, 1))
+            best[i] = min(best[i], best_time(run, comm, 1)[0])
     return best
 
 
@@ -161,7 +166,7 @@ def bench_case(
     result: dict[str, float] = {"n_local": n_local}
 
     generate = row_generator(
-        comm.rank * n_local, n_local, n_params, args.complex, args.row_chunk
+        comm.rank * n_local, n_local, n_samples, n_params, args.complex, args.row_chunk
     )
     reset_peak_memory()
     baseline = memory_mib("VmRSS")
@@ -191,9 +196,11 @@ def bench_case(
     if args.repeats > 1:  # warm-up; with one repeat the time includes compile_s
         jax.block_until_ready(solve(o_local, eps_local))
     reset_peak_memory()
-    result["solve_s"] = best_time(lambda: solve(o_local, eps_local), comm, args.repeats)
+    result["solve_s"], (_, info) = best_time(
+        lambda: solve(o_local, eps_local), comm, args.repeats
+    )
     result["solve_peak_mib"] = memory_mib("VmHWM") - baseline
-    result["fallback"] = float(solve(o_local, eps_local)[1]["fallback"])
+    result["fallback"] = float(info["fallback"])
 
     columns = -(-n_params // comm.size)
     kernel_flops = 2 * n_kernel**2 * columns
@@ -226,17 +233,18 @@ def report(rows: list[dict[str, float]], comm: Comm, args: argparse.Namespace) -
     dtype = "complex128" if args.complex else "float64"
     print(
         "| R | N_s | P | dtype | O/rank theory MiB | O RSS/rank MiB | solve peak/rank MiB "
-        "| XLA temp MiB | solve s | kernel s | kernel GF/s | solve GF/s | matmul GF/s "
+        "| XLA temp MiB | path | solve s | kernel s | kernel GF/s | solve GF/s | matmul GF/s "
         "| kernel / matmul |"
     )
-    print("|" + "---|" * 14)
+    print("|" + "---|" * 15)
     for case in rows:
         theory = case["n_local"] * case["P"] * (16 if args.complex else 8) / MIB
         kernel_s, kernel_rate = case.get("kernel_s", np.nan), case.get("kernel_gflops", np.nan)
         print(
             f"| {comm.size} | {case['N_s']:.0f} | {case['P']:.0f} | {dtype} | {theory:.0f} "
             f"| {case['o_rss_mib']:.0f} | {case['solve_peak_mib']:.0f} "
-            f"| {case['xla_temp_mib']:.0f} | {case['solve_s']:.2f} | {kernel_s:.2f} "
+            f"| {case['xla_temp_mib']:.0f} | {'eigh' if case['fallback'] else 'cholesky'} "
+            f"| {case['solve_s']:.2f} | {kernel_s:.2f} "
             f"| {kernel_rate:.1f} | {case['solve_gflops']:.1f} | {case['matmul_gflops']:.1f} "
             f"| {kernel_rate / case['matmul_gflops']:.2f} |"
         )

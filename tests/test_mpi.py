@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(MPIRUN is None, reason="no mpirun on PATH (insta
 
 def _env() -> dict[str, str]:
     env = dict(os.environ)
-    env.update(PYTHONUNBUFFERED="1", JAX_PLATFORMS="cpu",
+    env.update(PYTHONUNBUFFERED="1", JAX_PLATFORMS="cpu", OPENBLAS_NUM_THREADS="1",
                XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
     return env
 
@@ -31,8 +31,9 @@ def mpirun(n: int, *args: str, timeout: float = 600, cwd: Path = REPO) -> subpro
                           text=True, timeout=timeout)
 
 
-@pytest.mark.parametrize("n_ranks", [2])
+@pytest.mark.parametrize("n_ranks", [1, 2])
 def test_mpi_suite(n_ranks):
+    """tests/mpi on one rank and on two (plain pytest skips that folder: pytest-mpi marks it)."""
     proc = mpirun(n_ranks, sys.executable, "-m", "pytest", "--with-mpi", "-q", "-p", "no:cacheprovider",
                   "tests/mpi")
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-4000:]

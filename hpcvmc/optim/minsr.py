@@ -144,26 +144,55 @@ def kernel_matrix(
         T of shape (N, N), real, ``T = sum_r sum_chunks B B^T`` with B the (N, column_chunk)
         rows of one column chunk.
     """
-    n_params = O_local.shape[1]
-    width = comm.size * column_chunk
-    n_full = n_params // width
     n_kernel = _stacked_rows(O_local.dtype) * comm.size * rows_max
-    gram = jnp.zeros((n_kernel, n_kernel), O_local.real.dtype)
 
-    def add_chunk(k: jax.Array, gram: jax.Array) -> jax.Array:
-        columns = lax.dynamic_slice_in_dim(O_local, k * width, width, axis=1)
+    def gram(columns: jax.Array) -> jax.Array:
         block = _column_block(columns, comm, rows_max)
-        return gram + block @ block.T
+        return block @ block.T
 
+    zero = jnp.zeros((n_kernel, n_kernel), O_local.real.dtype)
+    return comm.sum(_fold_column_chunks(O_local, comm.size * column_chunk, comm.size, gram, zero))
+
+
+def _fold_column_chunks(
+    O_local: jax.Array,
+    width: int,
+    multiple: int,
+    term: Callable[[jax.Array], jax.Array],
+    zero: jax.Array,
+) -> jax.Array:
+    """``sum_k term(O_local[:, k-th chunk of width columns])``, one chunk in memory at a time.
+
+    Full chunks go through a ``fori_loop`` (dynamic slices of O_local, no copy of O); the last,
+    shorter chunk is zero-padded to a multiple of ``multiple`` columns, so ``term`` must give
+    the same result for zero columns as without them.
+
+    Args:
+        O_local: shape (n_local, P).
+        width: columns per chunk.
+        multiple: the padded last chunk's width is a multiple of this.
+        term: chunk (n_local, w) -> array shaped like ``zero``.
+        zero: the initial value of the sum.
+
+    Returns:
+        The sum, shaped like ``zero``.
+    """
+    n_params = O_local.shape[1]
+    n_full = n_params // width
+    total = zero
     if n_full:
-        gram = lax.fori_loop(0, n_full, add_chunk, gram)
+        total = lax.fori_loop(
+            0,
+            n_full,
+            lambda k, total: total + term(lax.dynamic_slice_in_dim(O_local, k * width, width, 1)),
+            total,
+        )
     n_rest = n_params - n_full * width
     if n_rest:
-        rest_width = -(-n_rest // comm.size) * comm.size
-        columns = jnp.pad(O_local[:, n_full * width :], ((0, 0), (0, rest_width - n_rest)))
-        block = _column_block(columns, comm, rows_max)
-        gram = gram + block @ block.T
-    return comm.sum(gram)
+        rest_width = -(-n_rest // multiple) * multiple
+        rest = jnp.pad(O_local[:, n_full * width :], ((0, 0), (0, rest_width - n_rest)))
+        total = total + term(rest)
+    return total
 
 
 # ------------------------------------------------------------------------------------------------
@@ -187,7 +216,7 @@ def _solve_minsr(
     valid_local = jnp.arange(rows_max) < n_local
     valid = comm.allgather(valid_local).reshape(-1)
     valid = jnp.tile(valid, _stacked_rows(O_local.dtype))
-    trace = comm.sum(_squared_norm(O_local))
+    trace = comm.sum(_squared_norm(O_local, column_chunk))
     x, info = _solve_regularised(build, trace, eps_all, diag_shift, valid, rcond)
     delta = comm.sum(_rows_transpose_times(O_local, _own_rows(x, comm, rows_max, n_local)))
     return delta, _finish_info(info, "minsr", delta)
@@ -198,7 +227,7 @@ def _solve_sr(
 ) -> tuple[jax.Array, Info]:
     """SR: ``(S + lambda I) delta = F``, ``S = sum_r O~_r^T O~_r``, ``F = sum_r O~_r^T eps~_r``."""
     stacked = _stack_real(O_local)
-    force, trace = comm.sum((stacked.T @ _stack_real(eps_local), _squared_norm(O_local)))
+    force, trace = comm.sum((stacked.T @ _stack_real(eps_local), jnp.vdot(stacked, stacked)))
     valid = jnp.ones(force.shape, bool)
     delta, info = _solve_regularised(
         lambda: comm.sum(stacked.T @ stacked), trace, force, diag_shift, valid, rcond
@@ -220,8 +249,8 @@ def _regularised(matrix: jax.Array, diag_shift: jax.Array, valid: jax.Array) -> 
     which is block diagonal too (its eigenvalue cutoff is unchanged because
     ``c = max_i K_ii <= lambda_max(K_vv)``), and for a degenerate eigenvalue shared by both
     blocks, whose spectral projector does not depend on the basis eigh returns. Choosing
-    ``c = max_i (M_ii + lambda)`` rather than 1 keeps K's scale, so the padding moves neither the
-    largest eigenvalue nor the Cholesky pivot range.
+    ``c = max_i (M_ii + lambda)`` rather than 1 keeps K's scale: the padding moves neither the
+    largest eigenvalue (the cutoff's reference) nor the bound ``trace(M) + lambda`` on it.
 
     Args:
         matrix: M, shape (N, N), symmetric positive semi-definite.
@@ -261,6 +290,11 @@ def _solve_regularised(
     eigendecomposition. The Cholesky pivots alone cannot choose the path: a numerically
     singular K can factor with small positive pivots whose ratio is far below its condition
     number, and give a meaningless x.
+
+    The bound needs no N x N matrix to decide, but it is loose by up to a factor N
+    (``lambda_max <= trace <= N lambda_max``): with rcond = 1e-12, Cholesky is used when
+    ``lambda > 1e-12 (||O~||_F^2 + lambda)``, where ``||O~||_F^2`` is the sum of the
+    parameters' variances for inputs scaled by 1/sqrt(N_s).
 
     Memory: each path builds M itself, inside its branch, so LAPACK can factor K in place (an
     operand of a ``lax.cond`` branch would be copied first) and nothing keeps K alive for a
@@ -381,9 +415,17 @@ def _rows_transpose_times(O_local: jax.Array, z: jax.Array) -> jax.Array:
     return jnp.real(jnp.conj(z) @ O_local)
 
 
-def _squared_norm(O_local: jax.Array) -> jax.Array:
-    """``||O~_r||_F^2 = sum |O_r|^2``, this rank's share of trace(O~ O~^T) = trace(O~^T O~)."""
-    return jnp.sum(jnp.real(O_local) ** 2 + jnp.imag(O_local) ** 2)
+def _squared_norm(O_local: jax.Array, column_chunk: int) -> jax.Array:
+    """``||O~_r||_F^2 = sum |O_r|^2``, this rank's share of trace(O~ O~^T), chunk by chunk.
+
+    XLA on CPU materializes the elementwise input of a reduction over a complex array (here
+    Re and Im of all of O); chunking bounds that to one column chunk.
+    """
+
+    def term(columns: jax.Array) -> jax.Array:
+        return jnp.sum(jnp.real(columns) ** 2 + jnp.imag(columns) ** 2)
+
+    return _fold_column_chunks(O_local, column_chunk, 1, term, jnp.zeros((), O_local.real.dtype))
 
 
 def _stack_real(a: jax.Array) -> jax.Array:
