@@ -1,4 +1,4 @@
-"""Command line: ``hpcvmc run | validate | inspect | exact | plot | attention``.
+"""Command line: ``hpcvmc run | validate | inspect | exact | plot | attention | reference``.
 
 Exit codes: 0 success, 1 an unexpected failure (under MPI the whole job is aborted), 2 bad input
 (one line on stderr naming the key or file; nothing existing is touched), 3 a run stopped on a
@@ -186,13 +186,56 @@ def cmd_attention(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reference(args: argparse.Namespace) -> int:
+    """Hartree-Fock or band-projected ED of the input's moire system; prints and stores JSON."""
+    from hpcvmc.config import MoireConfig
+
+    if args.kind not in ("hf", "bped"):
+        raise InputError(f"hpcvmc reference: unknown kind {args.kind!r} (hf or bped)")
+    config = _load(args)
+    if not isinstance(config.system, MoireConfig):
+        raise InputError(f"system.type = {config.system.type!r}: hpcvmc reference is for "
+                         "moire electrons (use hpcvmc exact for lattices)")
+    from hpcvmc.systems.moire_lattice import MoireParameters
+
+    params = MoireParameters.from_config(config.system)
+    if args.kind == "hf":
+        from hpcvmc.reference.hf import run_hf
+
+        result = run_hf(params)
+    else:
+        from hpcvmc.reference.bped import run_bped
+
+        result = run_bped(params)
+    out = Path(args.out) if args.out else Path(f"{config.run.output}_{args.kind}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result))
+    n = params.n_electrons
+    print(f"{result['method']}: {n} electrons on {params.n_sites} sites")
+    print(f"E = {result['energy_per_electron_meV']:.8f} meV per electron "
+          f"({result['energy_per_electron_E0']:.10f} E0 per electron; total "
+          f"{result['energy_E0']:.10f} E0 = {result['energy_meV']:.6f} meV)")
+    if args.kind == "hf":
+        state = result["state"]
+        print(f"state: {state['classification']} (from the {state['guess']} guess), "
+              f"sublattice charges {[round(c, 3) for c in state['sublattice_charges']]}")
+    else:
+        for sector in result["sectors"]:
+            print(f"  sector {sector['index']:>3} ({sector['dimension']} states): "
+                  f"{sector['energy_per_electron_meV']:.8f} meV per electron")
+    print(f"wrote {out}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hpcvmc", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"hpcvmc {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    def with_input(name: str, help_text: str) -> argparse.ArgumentParser:
+    def with_input(name: str, help_text: str, *before: str) -> argparse.ArgumentParser:
         q = sub.add_parser(name, help=help_text)
+        for positional in before:
+            q.add_argument(positional)
         q.add_argument("input", help="TOML input file")
         q.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                        help="override a key (validated like the file); repeatable")
@@ -217,6 +260,10 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("run_dir")
     q.add_argument("--out", help="PNG file (default RUN_DIR/energy.png)")
     q.set_defaults(func=cmd_plot)
+    q = with_input("reference", "Hartree-Fock (hf) or band-projected ED (bped) of a moire input",
+                   "kind")
+    q.add_argument("--out", help="JSON file (default: <run.output>_<kind>.json)")
+    q.set_defaults(func=cmd_reference)
     q = sub.add_parser("attention", help="attention maps of a ViT run (input dependence)")
     q.add_argument("run_dir")
     q.add_argument("--samples", type=int, default=512, help="sampled configurations to use")

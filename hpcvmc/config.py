@@ -200,7 +200,8 @@ class SlaterConfig:
     n_determinants: int = option(1, "Number of determinants K (summed with learnable weights).",
                                  positive=True)
     g_max: float = option(
-        3.0, "Plane-wave cut-off |Q| <= g_max |g_1| (|g_1| = 4 pi/sqrt3 / a_M); 3.0 = the HF basis.",
+        3.0, "Plane-wave cut-off: norm of Q at most g_max times that of g_1 (4 pi/sqrt3 per a_M); "
+        "3.0 = the default Hartree-Fock basis.",
         positive=True,
     )
     init: str = option(

@@ -294,6 +294,42 @@ def measure(setup: Any, params: Any, chains: Any, n_steps: int, geometry: Geomet
     return finalize(acc, geometry, (mean, error, float(np.mean(variances)))), chains
 
 
+def measure_run(run_dir: str | Path, n_steps: int, comm: Comm) -> Observables:
+    """Measure the newest checkpoint of a run folder; rank 0 writes observables.h5 and the PNGs.
+
+    Builds the run from ``RUN_DIR/input.toml``, restores the newest valid checkpoint (its
+    parameters and chains, redistributed over this rank count) and calls :func:`measure`.
+    Collective: every rank must call it.
+
+    Args:
+        run_dir: the run's output folder.
+        n_steps: measurement steps.
+        comm: the communicator.
+
+    Returns:
+        The observables (equal on every rank).
+
+    Raises:
+        hpcvmc.config.InputError: no input or no valid checkpoint in ``run_dir``.
+    """
+    from hpcvmc import checkpoint as ckpt
+    from hpcvmc.build import build
+    from hpcvmc.config import InputError, load
+    from hpcvmc.driver import INPUT_FILE, restore
+
+    run_dir = Path(run_dir)
+    setup = build(load(run_dir / INPUT_FILE), comm)
+    snap = ckpt.newest_valid(run_dir)
+    if snap is None:
+        raise InputError(f"{run_dir}: no valid checkpoint to measure")
+    state = restore(setup, snap, ckpt.checkpoint_dir(run_dir) / ckpt.checkpoint_name(snap.step))
+    obs, _ = measure(setup, state.params, state.chains, n_steps)
+    if comm.is_root:
+        write_observables(run_dir, obs)
+        plot_observables(run_dir)
+    return obs
+
+
 def write_observables(run_dir: str | Path, obs: Observables) -> Path:
     """Write ``RUN_DIR/observables.h5`` (one dataset per array field, scalars as attributes).
 

@@ -157,3 +157,15 @@ def test_attention_command_on_a_vit_run(tmp_path, capsys):
     assert np.shape(summary["D"]) == (1, 2) and np.all(np.asarray(summary["D"]) == 0.0)
     assert summary["n_samples"] >= 64 and png.stat().st_size > 1000
     assert main(["attention", str(tmp_path / "nowhere")]) == 2
+
+
+def test_reference_bped_command(tmp_path, capsys):
+    """BP-ED of 6 electrons on 9 sites through the CLI: every momentum sector, JSON stored."""
+    out = tmp_path / "bped.json"
+    assert main(["reference", "bped", str(REPO / "jobs" / "moire_9sites_eps10.toml"),
+                 "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert len(result["sectors"]) == 9 and sum(s["dimension"] for s in result["sectors"]) == 84
+    assert result["energy_E0"] == min(s["energy_E0"] for s in result["sectors"])
+    assert "meV per electron" in capsys.readouterr().out
+    assert main(["reference", "bped", str(REPO / "jobs" / "quickstart.toml")]) == 2

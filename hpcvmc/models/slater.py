@@ -14,7 +14,7 @@ single determinant is a variational HF in that basis (the non-attention limit of
 With twist k_s = 0 the plane waves exp(i (k_s + G) . r) are exactly these exp(i Q . r).
 
 log psi = J + log sum_k exp(log w_k + log det_k^up + log det_k^down) is evaluated as a
-log-sum-exp with the phase kept (``slogdet`` per determinant, complex logarithms).
+log-sum-exp with the phase kept (LU per determinant, :func:`log_det`, complex logarithms).
 
 Jastrow (optional): J = sum_{i<j} u_{s_i s_j}(d_ij), u(d) = c d / (1 + b d), b = softplus(theta)
 learnable per spin channel (same, opposite), and d_ij the periodic distance
@@ -168,6 +168,42 @@ def hf_orbitals(params: MoireParameters, Q_int: np.ndarray, g_max: float, seed: 
     return out
 
 
+def log_det(matrices: jax.Array) -> jax.Array:
+    """Complex log det of a batch of square matrices by LU with partial pivoting, in plain jax ops.
+
+    log det A = sum_k log U_kk + i pi (number of row swaps), from Gaussian elimination with the
+    largest remaining pivot of each column. Written with ``lax.fori_loop`` over the n columns
+    (O(n^3) per matrix) instead of ``jnp.linalg.slogdet``: the LAPACK custom calls of slogdet and
+    of its derivative (getrf, trsm) parallelize over the batch on XLA's intra-op thread pool and
+    can deadlock when two of them run at once on a small pool (seen on 2 cores, jax 0.10.2).
+    Differentiable in forward and reverse mode (the pivot choice is locally constant).
+
+    Args:
+        matrices: shape (..., n, n), real or complex.
+
+    Returns:
+        log det, complex, shape (...); the imaginary part is the phase modulo 2 pi.
+    """
+    matrices = matrices.astype(jnp.result_type(matrices.dtype, jnp.complex64))
+    n = matrices.shape[-1]
+    rows = jnp.arange(n)
+
+    def eliminate(k: jax.Array, carry: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+        a, log_acc = carry
+        candidates = jnp.where(rows >= k, jnp.abs(a[..., :, k]), -1.0)
+        pivot_row = jnp.argmax(candidates, axis=-1)[..., None]  # (..., 1)
+        order = jnp.where(rows == k, pivot_row, jnp.where(rows == pivot_row, k, rows))
+        a = jnp.take_along_axis(a, order[..., :, None], axis=-2)
+        pivot = a[..., k, k]
+        swapped = jnp.where(pivot_row[..., 0] != k, 1j * jnp.pi, 0.0)
+        factors = jnp.where(rows > k, a[..., :, k] / pivot[..., None], 0.0)
+        a = a - factors[..., :, None] * a[..., k, None, :]
+        return a, log_acc + jnp.log(pivot) + swapped
+
+    zero = jnp.zeros(matrices.shape[:-2], dtype=matrices.dtype)
+    return jax.lax.fori_loop(0, n, eliminate, (matrices, zero))[1]
+
+
 def periodic_distance(r: jax.Array, cell: np.ndarray) -> jax.Array:
     """Smooth periodic distance on the torus (see the module docstring), |r| near r = 0.
 
@@ -230,9 +266,7 @@ class Slater(nn.Module):
         if initial.shape[1] == 0:
             return jnp.zeros(plane_waves.shape[:1] + (self.n_determinants,), plane_waves.dtype)
         C = self._coefficients(name, initial)
-        matrices = jnp.einsum("bnq,kqj->bknj", plane_waves, C)
-        sign, logabs = jnp.linalg.slogdet(matrices)
-        return logabs + jnp.log(sign)
+        return log_det(jnp.einsum("bnq,kqj->bknj", plane_waves, C))
 
     def _jastrow(self, x: jax.Array) -> jax.Array:
         """J = sum_{i<j} c_{ij} d_ij / (1 + b_{ij} d_ij), shape (batch,)."""

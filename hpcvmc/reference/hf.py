@@ -319,7 +319,10 @@ def exchange_matrix(builder: FockBuilder, P: np.ndarray) -> np.ndarray:
 
 
 def hf_energy_terms(h: np.ndarray, J: np.ndarray, K: np.ndarray, P: np.ndarray) -> dict[str, float]:
-    """One-body, Hartree and exchange energies tr(hP), tr(JP)/2, tr(KP)/2 (in E0)."""
+    """One-body, Hartree and exchange energies tr(hP), tr(JP)/2, tr(KP)/2 (in E0).
+
+    Hartree and exchange each contain the (periodic) self-interaction, which cancels in the sum.
+    """
     return {
         "one_body": float(np.real(np.sum(h * P.T))),
         "hartree": float(0.5 * np.real(np.sum(J * P.T))),

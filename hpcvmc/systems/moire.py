@@ -179,7 +179,8 @@ class Moire:
             error_E0: its error bar in E0.
 
         Returns:
-            e.g. "E = -60.1234(12) E0 total = -202.95(4) meV total = -33.825(7) meV per electron".
+            "E = <E0> +- <err> E0 total = <meV> +- <err> meV total = <meV/N> +- <err> meV per
+            electron".
         """
         n, e0 = self.n_electrons, self.params.E0_meV
         return (f"E = {mean_E0:.6f} +- {error_E0:.6f} E0 total"
