@@ -13,7 +13,7 @@ QUICKSTART = Path(__file__).parents[1] / "jobs" / "quickstart.toml"
 def test_quickstart_parses():
     cfg = C.load(QUICKSTART)
     assert cfg.system.L == 4 and cfg.system.J2 == 0.5
-    assert cfg.sampler.n_samples == 1024
+    assert cfg.sampler.n_samples == 512
     assert cfg.optimizer.type == "minsr"
     # the effective input round-trips through its TOML text
     assert C.loads(cfg.text).to_dict() == cfg.to_dict()
