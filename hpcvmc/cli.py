@@ -139,9 +139,21 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     """PNG of energy vs step (with the exact energy when known)."""
-    from hpcvmc.plotting import plot_energy
+    from hpcvmc.plotting import plot_energy, plot_reference_density
 
     run_dir = Path(args.run_dir)
+    if run_dir.suffix == ".json":  # a Hartree-Fock reference: its charge density
+        try:
+            result = json.loads(run_dir.read_text())
+            density_ok = "density" in result and "state" in result
+        except (OSError, ValueError):
+            density_ok = False
+        if not density_ok:
+            raise InputError(f"{run_dir}: not a Hartree-Fock result of hpcvmc reference hf")
+        out = Path(args.out) if args.out else run_dir.with_suffix(".png")
+        plot_reference_density(result, out)
+        print(f"wrote {out}")
+        return 0
     info = _summary(run_dir)
     exact = None
     config = load(run_dir / "input.toml") if (run_dir / "input.toml").is_file() else None
@@ -256,8 +268,8 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("path")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_inspect)
-    q = sub.add_parser("plot", help="PNG of energy vs step")
-    q.add_argument("run_dir")
+    q = sub.add_parser("plot", help="PNG of a run (energy vs step) or of an HF result's density")
+    q.add_argument("run_dir", help="run folder, or the JSON of hpcvmc reference hf")
     q.add_argument("--out", help="PNG file (default RUN_DIR/energy.png)")
     q.set_defaults(func=cmd_plot)
     q = with_input("reference", "Hartree-Fock (hf) or band-projected ED (bped) of a moire input",

@@ -39,3 +39,43 @@ def plot_energy(run_dir: Path, out: Path, exact: float | None = None, title: str
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)
+
+
+def plot_reference_density(result: dict, out: Path) -> None:
+    """Charge density of a Hartree-Fock reference (``hpcvmc reference hf`` JSON) over the
+    supercell, the moire sites marked; a 3 x 3 tiling of the cell shows the pattern.
+
+    The density grid holds rho(r_ij) in 1/a_M^2 at r_ij = (i/m_1) L_1 + (j/m_2) L_2.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rho = np.asarray(result["density"]["rho"])
+    cell = np.asarray(result["density"]["cell"])
+    m1, m2 = rho.shape
+    s1, s2 = np.meshgrid(np.arange(m1) / m1, np.arange(m2) / m2, indexing="ij")
+    fig, ax = plt.subplots(figsize=(6, 5))
+    sites = np.asarray(result["state"]["sites"])
+    for a in (-1, 0, 1):
+        for b in (-1, 0, 1):
+            frac = np.stack([s1 + a, s2 + b], axis=-1).reshape(-1, 2)
+            xy = frac @ cell
+            mesh = ax.tripcolor(xy[:, 0], xy[:, 1], rho.ravel(), shading="gouraud",
+                                vmin=rho.min(), vmax=rho.max(), cmap="viridis")
+            shifted = sites + a * cell[0] + b * cell[1]
+            ax.plot(shifted[:, 0], shifted[:, 1], "w+", ms=5)
+    corners = np.array([[0, 0], cell[0], cell[0] + cell[1], cell[1], [0, 0]])
+    ax.plot(corners[:, 0], corners[:, 1], "r-", lw=1)
+    fig.colorbar(mesh, ax=ax, label="rho (1 / a_M^2)")
+    ax.set_aspect("equal")
+    ax.set_xlabel("x (a_M)")
+    ax.set_ylabel("y (a_M)")
+    charges = [round(c, 3) for c in result["state"]["sublattice_charges"]]
+    ax.set_title(f"HF: {result['state']['classification']}, "
+                 f"{result['energy_per_electron_meV']:.4f} meV/electron\n"
+                 f"sqrt3 sublattice charges {charges}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)

@@ -169,3 +169,18 @@ def test_reference_bped_command(tmp_path, capsys):
     assert result["energy_E0"] == min(s["energy_E0"] for s in result["sectors"])
     assert "meV per electron" in capsys.readouterr().out
     assert main(["reference", "bped", str(REPO / "jobs" / "quickstart.toml")]) == 2
+
+
+def test_plot_of_a_hartree_fock_density(tmp_path):
+    """`hpcvmc plot HF.json` draws the density stored by `hpcvmc reference hf`."""
+    result = {"density": {"rho": np.random.default_rng(0).random((6, 6)).tolist(),
+                          "cell": [[3.0, 0.0], [-1.5, 2.598]]},
+              "state": {"sites": [[0.0, 0.0], [1.0, 0.0]], "classification": "honeycomb crystal",
+                        "sublattice_charges": [2.3, 1.3, 2.3]},
+              "energy_per_electron_meV": -31.6}
+    path = tmp_path / "hf.json"
+    path.write_text(json.dumps(result))
+    assert main(["plot", str(path)]) == 0
+    assert (tmp_path / "hf.png").stat().st_size > 1000
+    (tmp_path / "bad.json").write_text("{}")
+    assert main(["plot", str(tmp_path / "bad.json")]) == 2
