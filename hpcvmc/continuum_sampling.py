@@ -109,7 +109,8 @@ class GaussianSampler:
         keys = chain_keys(self.seed, PURPOSE_INIT, chain_ids, 0)
         frac = jax.vmap(lambda k: jax.random.uniform(k, (self.n_electrons, 2)))(keys)
         x = frac @ jnp.asarray(self.cell)
-        counter = jnp.zeros(len(chain_ids), dtype=jnp.int64 if jax.config.jax_enable_x64 else jnp.int32)
+        int_type = jnp.int64 if jax.config.jax_enable_x64 else jnp.int32
+        counter = jnp.zeros(len(chain_ids), dtype=int_type)
         width = jnp.full(len(chain_ids), self.width, dtype=x.dtype)
         state = GaussianState(x, logpsi(params, x), counter, counter, width)
         if self.burn_in == 0:

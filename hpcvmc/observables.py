@@ -149,7 +149,8 @@ def accumulate(acc: Accumulator, x: jax.Array, geometry: Geometry) -> Accumulato
     m1, m2 = geometry.grid
     frac = x @ jnp.asarray(np.linalg.inv(geometry.cell))
     frac = frac - jnp.floor(frac)
-    bins = jnp.minimum((frac * jnp.asarray([m1, m2])).astype(jnp.int32), jnp.asarray([m1 - 1, m2 - 1]))
+    bins = (frac * jnp.asarray([m1, m2])).astype(jnp.int32)
+    bins = jnp.minimum(bins, jnp.asarray([m1 - 1, m2 - 1]))  # s = 1 - eps rounding up
     counts = jnp.zeros(m1 * m2).at[(bins[..., 0] * m2 + bins[..., 1]).reshape(-1)].add(1.0)
     rho_q = jnp.sum(jnp.exp(-1j * (x @ jnp.asarray(geometry.q.T))), axis=1)  # (n, n_q)
     rho_k = jnp.mean(jnp.exp(1j * (x @ jnp.asarray(geometry.k_points.T))), axis=1)  # (n, n_K)
@@ -385,7 +386,7 @@ def plot_density(obs: Observables, out: str | Path) -> Path:
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
     mesh = ax.pcolormesh(corners[..., 0], corners[..., 1], obs.density, cmap="viridis",
                          shading="flat")
-    fig.colorbar(mesh, ax=ax, label=r"$\rho(r)$ ($a_M^{-2}$)")
+    fig.colorbar(mesh, ax=ax, label=r"$\rho(r)$ ($a_M^{-2}$)", shrink=0.7)
     for label, marker in zip(range(3), ("o", "s", "^")):
         on = obs.sublattice == label
         ax.scatter(obs.sites[on, 0], obs.sites[on, 1], marker=marker, s=30, facecolors="none",
@@ -400,7 +401,7 @@ def plot_density(obs: Observables, out: str | Path) -> Path:
     ax.set_aspect("equal")
     ax.set_xlabel(r"$x$ ($a_M$)")
     ax.set_ylabel(r"$y$ ($a_M$)")
-    ax.legend(fontsize=7, loc="upper left", framealpha=0.5)
+    ax.legend(fontsize=7, loc="upper left", facecolor="0.35", labelcolor="w", framealpha=0.8)
     fig.tight_layout()
     fig.savefig(out, dpi=130)
     plt.close(fig)

@@ -96,7 +96,8 @@ def hf_energy(params, basis, P):
     builder = hf.fock_builder(params, basis)
     h = hf.one_body_matrix(params, basis)
     terms = hf.hf_energy_terms(h, hf.hartree_matrix(builder, P), hf.exchange_matrix(builder, P), P)
-    return sum(terms.values()) + 0.5 * params.n_electrons * params.U * hf.madelung_constant(params.cell)
+    madelung = 0.5 * params.n_electrons * params.U * hf.madelung_constant(params.cell)
+    return sum(terms.values()) + madelung
 
 
 def test_hf_initialization_is_the_lowest_hartree_fock_state():

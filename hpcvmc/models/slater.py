@@ -53,7 +53,12 @@ import numpy as np
 
 from hpcvmc.reference import hf
 from hpcvmc.reference.bands import potential_fourier
-from hpcvmc.systems.moire_lattice import G_NORM, MoireParameters, supercell_reciprocal
+from hpcvmc.systems.moire_lattice import (
+    G_NORM,
+    MoireParameters,
+    supercell_reciprocal,
+    supports_sqrt3,
+)
 
 _HF_RANDOM_GUESSES = 2
 """Random initial guesses of the Hartree-Fock initialization (as ``hf.run_hf``'s default)."""
@@ -127,12 +132,15 @@ def band_orbitals(params: MoireParameters, Q: np.ndarray, n_orbitals: int) -> np
     return np.linalg.eigh(one_body_hamiltonian(params, Q))[1][:, :n_orbitals].astype(complex)
 
 
-def hf_orbitals(params: MoireParameters, Q_int: np.ndarray, g_max: float, seed: int = 0) -> np.ndarray:
+def hf_orbitals(
+    params: MoireParameters, Q_int: np.ndarray, g_max: float, seed: int = 0
+) -> np.ndarray:
     """Occupied orbitals of the lowest unrestricted (spin-polarized) Hartree-Fock solution.
 
     Runs ``hpcvmc.reference.hf.run_scf`` from the guesses of ``run_hf`` (Fermi liquid, honeycomb
     when the cell fits sqrt3 order, random) with the basis cut-off q_max = g_max, keeps the
-    lowest converged state and takes the eigenvectors of its density matrix P with eigenvalue 1.
+    lowest converged state (the lowest of all when none converged) and takes the eigenvectors of
+    its density matrix P with eigenvalue 1.
 
     Args:
         params: model parameters (spin-polarized).
@@ -150,7 +158,7 @@ def hf_orbitals(params: MoireParameters, Q_int: np.ndarray, g_max: float, seed: 
     builder = hf.fock_builder(params, basis)
     h = hf.one_body_matrix(params, basis)
     guesses = [("fermi_liquid", seed)] + [("random", seed + r) for r in range(_HF_RANDOM_GUESSES)]
-    if hf.supports_sqrt3(params.M):
+    if supports_sqrt3(params.M):
         guesses.insert(1, ("honeycomb", seed))
     results = []
     for name, guess_seed in guesses:
@@ -274,9 +282,9 @@ class Slater(nn.Module):
         i, j = np.triu_indices(n, k=1)
         same = (i < n_up) == (j < n_up)
         d = periodic_distance(x[:, i] - x[:, j], self.cell)  # (batch, n_pairs)
-        softplus_one = float(np.log(np.expm1(1.0)))
-        b_same = nn.softplus(self.param("jastrow_same", nn.initializers.constant(softplus_one), ()))
-        b_opp = nn.softplus(self.param("jastrow_opposite", nn.initializers.constant(softplus_one), ()))
+        b_init = nn.initializers.constant(float(np.log(np.expm1(1.0))))  # b = 1 / a_M
+        b_same = nn.softplus(self.param("jastrow_same", b_init, ()))
+        b_opp = nn.softplus(self.param("jastrow_opposite", b_init, ()))
         c = jnp.where(same, self.U / 3.0, self.U)
         b = jnp.where(same, b_same, b_opp)
         return jnp.sum(c * d / (1.0 + b * d), axis=-1)

@@ -79,7 +79,7 @@ class Moire:
         return self.ewald.madelung
 
     def site_positions(self) -> np.ndarray:
-        """Moire sites (potential minima for V > 0, |phi| < 60 deg) in the cell, shape (N_sites, 2)."""
+        """Moire sites in the cell (potential minima for V > 0, |phi| < 60 deg), (N_sites, 2), a_M."""
         return moire_sites(self.params.M)[0]
 
     def wrap(self, x: jax.Array) -> jax.Array:
