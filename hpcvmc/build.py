@@ -6,6 +6,7 @@ means adding one entry to a table below (and its config class in :mod:`hpcvmc.co
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -41,6 +42,12 @@ def _slater(cfg: C.SlaterConfig, system: Any) -> nn.Module:
     return slater.from_config(cfg, system)
 
 
+def _psiformer(cfg: C.PsiformerConfig, system: Any) -> nn.Module:
+    from hpcvmc.models import psiformer
+
+    return psiformer.from_config(cfg, system)
+
+
 def _moire(cfg: C.MoireConfig) -> Any:
     from hpcvmc.systems import moire
 
@@ -49,7 +56,7 @@ def _moire(cfg: C.MoireConfig) -> Any:
 
 SYSTEM_BUILDERS: dict[str, Callable[[Any], Any]] = {"j1j2": lattice.from_config, "moire": _moire}
 MODEL_BUILDERS: dict[str, Callable[[Any, Any], nn.Module]] = {
-    "rbm": _rbm, "vit": _vit, "slater": _slater,
+    "rbm": _rbm, "vit": _vit, "slater": _slater, "psiformer": _psiformer,
 }
 
 
@@ -130,6 +137,9 @@ def build(config: C.Config, comm: Comm) -> Setup:
                            "(its references: hpcvmc reference)")
     system = SYSTEM_BUILDERS[config.system.type](config.system)
     model = MODEL_BUILDERS[config.model.type](config.model, system)
+    terms = getattr(model, "n_terms", 1)
+    if terms > 1:  # a symmetrized model runs its network |G| times per configuration
+        system = dataclasses.replace(system, chunk_size=max(1, system.chunk_size // terms))
     scfg = config.sampler
     if isinstance(scfg, C.ExactSamplerConfig):
         sampler: Any = ExactSampler.for_sites(system.n_sites, comm)

@@ -117,9 +117,10 @@ def _unflatten(template: Any, arrays: dict[str, np.ndarray], what: str, path: Pa
         if name not in arrays:
             raise CheckpointError(f"{path}: /{what}/{name} is missing (different model?)")
         value = arrays[name]
-        if value.shape != np.shape(leaf):
+        shape = tuple(getattr(leaf, "shape", np.shape(leaf)))  # arrays or jax.ShapeDtypeStruct
+        if value.shape != shape:
             raise CheckpointError(
-                f"{path}: /{what}/{name} has shape {value.shape}, the model needs {np.shape(leaf)}"
+                f"{path}: /{what}/{name} has shape {value.shape}, the model needs {shape}"
             )
         out.append(value)
     extra = set(arrays) - {"/".join(_key_to_str(k) for k in p) for p, _ in leaves}

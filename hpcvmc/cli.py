@@ -90,6 +90,7 @@ def cmd_exact(args: argparse.Namespace) -> int:
 def _summary(path: Path) -> dict[str, Any]:
     """The newest state of a run folder or of one checkpoint file."""
     from hpcvmc import checkpoint as ckpt
+    from hpcvmc.measure import read_final
 
     try:
         if path.is_dir():
@@ -117,6 +118,7 @@ def _summary(path: Path) -> dict[str, Any]:
         "history_length": len(history.get("energy", [])), "slurm_job_id": snap.slurm_job_id,
         "system": config.to_dict()["system"], "model": config.to_dict()["model"],
         "checkpoints": [str(f) for f in files],
+        "final": read_final(path) if path.is_dir() else None,
     }
 
 
@@ -132,13 +134,18 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(f"system {info['system']}")
     print(f"model  {info['model']}: {info['n_params']} parameters")
     if e:
-        print(f"energy {e['mean']:.8f} +- {e['error']:.2e}, variance {e['variance']:.4g}")
+        print(f"energy {e['mean']:.8f} +- {e['error']:.2e}, variance {e['variance']:.4g} "
+              "(last step)")
+    if info["final"]:
+        f = info["final"]
+        print(f"final  {f['summary']} (step {f['step']}, {f['n_samples']} samples)")
     print("checkpoints: " + ", ".join(Path(c).name for c in info["checkpoints"]))
     return 0
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
     """PNG of energy vs step (with the exact energy when known)."""
+    from hpcvmc.observables import OBSERVABLES_FILE, plot_observables
     from hpcvmc.plotting import plot_energy, plot_reference_density
 
     run_dir = Path(args.run_dir)
@@ -165,6 +172,9 @@ def cmd_plot(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else run_dir / "energy.png"
     plot_energy(run_dir, out, exact=exact, title=f"{info['system']}  {info['model']}")
     print(f"wrote {out}")
+    if (run_dir / OBSERVABLES_FILE).is_file():  # moire runs with a final measurement
+        for path in plot_observables(run_dir):
+            print(f"wrote {path}")
     return 0
 
 

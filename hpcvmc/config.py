@@ -37,6 +37,7 @@ def option(
     choices: tuple[Any, ...] | None = None,
     minimum: float | None = None,
     positive: bool = False,
+    numerical: bool = False,
 ) -> Any:
     """Declare a configuration key.
 
@@ -46,8 +47,12 @@ def option(
         choices: the allowed values, if the key is an enumeration.
         minimum: the smallest allowed value (inclusive).
         positive: the value must be > 0.
+        numerical: a key of [system] or [model] that changes how, not what, is computed
+            (chunk sizes, the Laplacian method): left out of the physics hash, so a resume may
+            change it.
     """
-    meta = {"doc": doc, "choices": choices, "minimum": minimum, "positive": positive}
+    meta = {"doc": doc, "choices": choices, "minimum": minimum, "positive": positive,
+            "numerical": numerical}
     return field(default=default, metadata=meta)
 
 
@@ -69,8 +74,10 @@ class J1J2Config:
         True, "Multiply the wave function by the Marshall sign (-1)^(N_up on sublattice A)."
     )
     chunk_size: int = option(
-        4096, "Samples per local-energy chunk (bounds the memory of connected configurations).",
-        positive=True,
+        256, "Configurations per network call in the local energy (bounds the memory; "
+        "divided by the number of terms of a symmetrized ViT; 64-256 are fastest on a CPU, a "
+        "GPU wants thousands).",
+        positive=True, numerical=True,
     )
 
     def validate(self, cfg: Config) -> None:
@@ -88,6 +95,7 @@ class J1J2Config:
 
 
 NAMED_MOIRE_SUPERCELLS = (3, 9, 12, 21, 27)
+LAPLACIAN_METHODS = ("forward", "loop", "hessian")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -117,7 +125,13 @@ class MoireConfig:
     n_electrons: int = option(REQUIRED, "Number of electrons N.", positive=True)
     spin_polarized: bool = option(True, "All electrons spin up (else N/2 up, N/2 down).")
     chunk_size: int = option(
-        256, "Walkers per local-energy chunk (bounds the Laplacian's memory).", positive=True
+        256, "Walkers per local-energy chunk (bounds the Laplacian's memory).", positive=True,
+        numerical=True,
+    )
+    laplacian: str = option(
+        "forward", "Laplacian of log psi in the kinetic energy: forward (folx forward Laplacian), "
+        "loop (nested jvp per coordinate) or hessian (trace of the full Hessian, for checks).",
+        choices=LAPLACIAN_METHODS, numerical=True,
     )
 
     def validate(self, cfg: Config) -> None:
@@ -227,6 +241,61 @@ class SlaterConfig:
                 f"model.n_determinants = {self.n_determinants} with model.init_noise = 0: the "
                 "determinants would start equal and stay equal; set model.init_noise > 0"
             )
+        if self.init == "hf" and not cfg.system.spin_polarized:
+            raise InputError("model.init = 'hf' needs system.spin_polarized = true "
+                             "(the Hartree-Fock reference is spin-polarized only)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PsiformerConfig:
+    """Psiformer: self-attention orbitals over periodic electron features, determinants (moire).
+
+    phi^k_j(r_i; {r}) = a^k_j(h_i) chi^k_j(r_i), h from self-attention blocks over
+    [sin 2 pi s, cos 2 pi s, spin], chi a plane-wave envelope; psi = exp(J) sum_k det[phi^k]
+    (hpcvmc/models/psiformer.py).
+    """
+
+    type: str = option("psiformer", "Model type.")
+    n_layers: int = option(2, "Self-attention blocks (published: 4).", positive=True)
+    n_heads: int = option(4, "Attention heads H per block (published: 4).", positive=True)
+    width: int = option(
+        32, "Width d of the electron stream; head dimension d/H (published: 64).", positive=True
+    )
+    n_determinants: int = option(1, "Number of determinants K (published: 4).", positive=True)
+    envelope: str = option(
+        "plane_waves", "Orbital envelope: learnable supercell plane-wave orbitals (norm of Q at "
+        "most g_max times that of g_1) multiplying the network output, or none (the published "
+        "network).",
+        choices=("plane_waves", "none"),
+    )
+    g_max: float = option(
+        1.0, "Plane-wave cut-off of the envelope in units of the norm of g_1 (4 pi/sqrt3 per a_M).",
+        positive=True,
+    )
+    init: str = option(
+        "bands", "Initial envelope: lowest non-interacting orbitals or the lowest spin-polarized "
+        "Hartree-Fock state (basis cut-off q_max = g_max).",
+        choices=("bands", "hf"),
+    )
+    jastrow: bool = option(
+        True, "Two-body Jastrow u(d) = c d/(1 + b d) with the 2D cusps (as model.type = 'slater').",
+    )
+    dtype: str = option(
+        "float64", "Compute precision of the network (parameters and energies stay float64).",
+        choices=DTYPES,
+    )
+
+    def validate(self, cfg: Config) -> None:
+        """Cross-key checks: moire system, d divisible by H, hf needs envelope and polarization."""
+        if not isinstance(cfg.system, MoireConfig):
+            raise InputError("model.type = 'psiformer' needs electrons (system.type = 'moire')")
+        if self.width % self.n_heads:
+            raise InputError(
+                f"model.width = {self.width} is not divisible by model.n_heads = {self.n_heads}"
+            )
+        if self.init == "hf" and self.envelope != "plane_waves":
+            raise InputError("model.init = 'hf' needs model.envelope = 'plane_waves' "
+                             "(the Hartree-Fock orbitals live in the envelope)")
         if self.init == "hf" and not cfg.system.spin_polarized:
             raise InputError("model.init = 'hf' needs system.spin_polarized = true "
                              "(the Hartree-Fock reference is spin-polarized only)")
@@ -367,7 +436,12 @@ class MinSRConfig:
     )
     momentum: float = option(0.0, "SPRING momentum mu in [0, 1) (0 = plain minSR).", minimum=0.0)
     chunk_size: int = option(
-        1024, "Samples per Jacobian chunk (bounds the peak memory of O).", positive=True
+        128, "Samples per Jacobian chunk (bounds the peak memory of the backward passes).",
+        positive=True
+    )
+    clip_local_energy: float = option(
+        0.0, "For the update only, clip E_L to mean +- this many mean absolute deviations "
+        "(real and imaginary parts; 0 = off). Reported energies are never clipped.", minimum=0.0
     )
 
 
@@ -386,13 +460,20 @@ class RunConfig:
         0.0, "Also write one when this many minutes passed since the last (0 = off).", minimum=0.0
     )
     keep_checkpoints: int = option(3, "Newest checkpoints kept in output/checkpoints.", positive=True)
+    measure_steps: int = option(
+        0, "After the last step, sample this many steps with the parameters fixed: the final "
+        "energy (and moire density, S(q), rho_K) from that many times the samples, in "
+        "output/final.json (0 = off).", minimum=0
+    )
     platform: str = option(
         "auto", "JAX platform: auto (GPU if present), cpu or gpu.", choices=("auto", "cpu", "gpu")
     )
 
 
 SYSTEMS: dict[str, type] = {"j1j2": J1J2Config, "moire": MoireConfig}
-MODELS: dict[str, type] = {"rbm": RBMConfig, "vit": ViTConfig, "slater": SlaterConfig}
+MODELS: dict[str, type] = {
+    "rbm": RBMConfig, "vit": ViTConfig, "slater": SlaterConfig, "psiformer": PsiformerConfig,
+}
 SAMPLERS: dict[str, type] = {
     "exchange": ExchangeSamplerConfig, "exact": ExactSamplerConfig,
     "gaussian": GaussianSamplerConfig,
@@ -430,8 +511,14 @@ class Config:
         }
 
     def physics_hash(self) -> str:
-        """SHA-256 of the physics-relevant sections (system, model): a resume must match it."""
-        payload = json.dumps({k: self.to_dict()[k] for k in PHYSICS_SECTIONS}, sort_keys=True)
+        """SHA-256 of the physics-relevant sections (system, model) without their numerical
+        keys (``option(numerical=True)``): a resume must match it."""
+        physics = {}
+        for name in PHYSICS_SECTIONS:
+            section = getattr(self, name)
+            numerical = {f.name for f in dataclasses.fields(section) if f.metadata.get("numerical")}
+            physics[name] = {k: v for k, v in self.to_dict()[name].items() if k not in numerical}
+        payload = json.dumps(physics, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()
 
 

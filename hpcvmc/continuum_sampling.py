@@ -36,8 +36,6 @@ ADAPT_GAIN = 1.0
 """Gain of the width adaptation w <- w exp(gain (acceptance - target))."""
 MIN_WIDTH = 1e-4
 """Smallest move width in a_M (the adaptation never goes below it)."""
-PURPOSE_MEASURE = 5
-"""Stream tag of the measurement phase after an optimization (next to hpcvmc.sampling's 1-4)."""
 
 
 class GaussianState(NamedTuple):

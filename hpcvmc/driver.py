@@ -24,11 +24,12 @@ import optax
 from hpcvmc import checkpoint as ckpt
 from hpcvmc.build import Setup
 from hpcvmc.config import ExactSamplerConfig, InputError, loads
+from hpcvmc.measure import FINAL_FILE, final_measurement, read_final
 from hpcvmc.optim.jacobian import centred_scaled, jacobian
 from hpcvmc.progress import Progress
 from hpcvmc.sampling import ChainState
 from hpcvmc.signals import EXIT_INTERRUPTED, StopFlag
-from hpcvmc.stats import Stats, summarize, summarize_weighted
+from hpcvmc.stats import Stats, clip_local_energy, summarize, summarize_weighted
 
 EXIT_OK, EXIT_INPUT, EXIT_NONFINITE = 0, 2, 3
 HISTORY_KEYS = (
@@ -58,6 +59,7 @@ def make_step(setup: Setup) -> Callable[..., StepOutput]:
     comm, system, sampler = setup.comm, setup.system, setup.sampler
     exact = isinstance(setup.config.sampler, ExactSamplerConfig)
     chunk = setup.config.optimizer.chunk_size
+    clip = 0.0 if exact else setup.config.optimizer.clip_local_energy
     chain_ids = jnp.asarray(setup.chain_ids)
 
     def step_fn(params: Any, opt_state: Any, chains: ChainState | None, step: jax.Array) -> StepOutput:
@@ -79,7 +81,8 @@ def make_step(setup: Setup) -> Callable[..., StepOutput]:
         else:
             stats = summarize_weighted(e_loc, weights, comm)
         jac = jacobian(setup.logpsi, params, x, chunk)
-        O, eps = centred_scaled(jac, e_loc, comm, weights=weights)
+        e_update = e_loc if clip == 0.0 else clip_local_energy(e_loc, clip, comm)
+        O, eps = centred_scaled(jac, e_update, comm, weights=weights)
         # every rank holds the same number of rows (chains and enumerated states are split evenly)
         updates, opt_state, info = setup.optimizer.update(O, eps, opt_state, params, comm,
                                                           n_rows_max=x.shape[0])
@@ -168,10 +171,15 @@ def _check_compatible(setup: Setup, snap: ckpt.Snapshot, source: str,
 
 
 def restore(setup: Setup, snap: ckpt.Snapshot, source: Path) -> RunState:
-    """Turn a checkpoint into this run's state, redistributing chains over this rank count."""
-    params_t = setup.init_params()
+    """Turn a checkpoint into this run's state, redistributing chains over this rank count.
+
+    The parameter template is shape-only (``jax.eval_shape``): no initializer runs, so
+    starting orbitals (a Hartree-Fock solve) are never computed for a resume.
+    """
+    params_t = jax.eval_shape(setup.init_params)
     params = ckpt.restore_tree(params_t, snap.params, "params", source)
-    opt_state = ckpt.restore_tree(setup.optimizer.init(params_t), snap.opt_state, "opt_state", source)
+    opt_state_t = jax.eval_shape(setup.optimizer.init, params_t)
+    opt_state = ckpt.restore_tree(opt_state_t, snap.opt_state, "opt_state", source)
     chains = None
     if snap.chains is not None and len(setup.chain_ids):
         n_chains = setup.config.sampler.n_chains
@@ -259,8 +267,10 @@ def run(setup: Setup, restart: str | None = None, progress_every: int = 1,
         f"with {n_params} parameters, {comm.size} rank(s), steps {state.step} -> {cfg.run.steps}")
     if state.step >= cfg.run.steps:
         say("nothing to do: the run has reached run.steps")
+        _measure_if_missing(setup, state, say)
         return EXIT_OK
-    progress = Progress(cfg.run.steps, comm.is_root, every=progress_every)
+    progress = Progress(cfg.run.steps, comm.is_root, every=progress_every,
+                        energy_text=setup.system.progress_energy)
     stop = stop if stop is not None else StopFlag().install()
     step_fn = make_step(setup)
     last_checkpoint = time.monotonic()
@@ -299,6 +309,24 @@ def run(setup: Setup, restart: str | None = None, progress_every: int = 1,
     finally:
         if csv is not None:
             csv.close()
-    say(f"done: E = {state.history['energy'][-1]:.8f} +- {state.history['error'][-1]:.2e} "
-        f"after {state.step} steps; output in {out}")
+    say(f"done after {state.step} steps (last step, before its update): "
+        f"{setup.system.format_energy(state.history['energy'][-1], state.history['error'][-1])}; "
+        f"output in {out}")
+    _measure_if_missing(setup, state, say)
     return EXIT_OK
+
+
+def _measure_if_missing(setup: Setup, state: RunState, say: Callable[[str], None]) -> None:
+    """The final measurement (``run.measure_steps`` > 0) unless ``final.json`` has this step.
+
+    Also runs when a finished run is started again after being killed during its measurement.
+    """
+    n_steps = setup.config.run.measure_steps
+    done = read_final(setup.config.run.output)
+    if n_steps == 0 or (done is not None and done.get("step") == state.step
+                        and done.get("measure_steps") == n_steps):
+        return
+    say(f"final measurement: {n_steps} steps with the parameters of step {state.step}")
+    result = final_measurement(setup, state.params, state.chains, state.step, n_steps)
+    say(f"final: {result['summary']} ({result['n_samples']} samples); "
+        f"in {Path(setup.config.run.output) / FINAL_FILE}")

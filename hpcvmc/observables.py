@@ -33,9 +33,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hpcvmc.continuum_sampling import PURPOSE_MEASURE
+from hpcvmc.sampling import PURPOSE_MEASURE
 from hpcvmc.parallel import Comm
-from hpcvmc.stats import summarize
+from hpcvmc.stats import combine_steps, summarize
 from hpcvmc.systems.moire_lattice import G_NORM, moire_sites, sqrt3_sublattice, supercell_reciprocal
 
 OBSERVABLES_FILE = "observables.h5"
@@ -287,12 +287,8 @@ def measure(setup: Any, params: Any, chains: Any, n_steps: int, geometry: Geomet
         means.append(float(jnp.real(stats.mean)))
         errors.append(float(stats.error))
         variances.append(float(stats.variance))
-    mean = float(np.mean(means))
-    within = float(np.sqrt(np.sum(np.square(errors)))) / n_steps
-    spread = float(np.std(means, ddof=1) / np.sqrt(n_steps)) if n_steps > 1 else float("nan")
-    error = max(within, spread) if n_steps > 1 else within
     acc = jax.jit(lambda a: reduce(a, comm))(acc)
-    return finalize(acc, geometry, (mean, error, float(np.mean(variances)))), chains
+    return finalize(acc, geometry, combine_steps(means, errors, variances)), chains
 
 
 def measure_run(run_dir: str | Path, n_steps: int, comm: Comm) -> Observables:

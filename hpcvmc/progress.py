@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import TextIO
+from typing import Callable, TextIO
 
 
 def format_energy(mean: float, error: float) -> str:
@@ -22,9 +22,13 @@ class Progress:
         enabled: False on ranks other than 0.
         stream: where to print (default: the current sys.stdout).
         every: in batch mode, print every this many steps (and the last).
+        energy_text: formats (mean, error) for the line (default :func:`format_energy`; the
+            systems pass theirs, which name the unit).
     """
 
-    def __init__(self, total: int, enabled: bool, stream: TextIO | None = None, every: int = 1):
+    def __init__(self, total: int, enabled: bool, stream: TextIO | None = None, every: int = 1,
+                 energy_text: Callable[[float, float], str] = format_energy):
+        self.energy_text = energy_text
         self.total = total
         self.enabled = enabled
         self.stream = stream if stream is not None else sys.stdout
@@ -46,7 +50,7 @@ class Progress:
             return
         width = len(str(self.total))
         text = (
-            f"step {step:>{width}}/{self.total}  E = {format_energy(row['energy'], row['error'])}"
+            f"step {step:>{width}}/{self.total}  E = {self.energy_text(row['energy'], row['error'])}"
             f"  var = {row['variance']:.4g}  acc = {row['acceptance']:.2f}"
             f"  R = {row['r_hat']:.3f}  {row['seconds']:.3f} s/step"
         )

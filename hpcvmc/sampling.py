@@ -22,7 +22,7 @@ from hpcvmc.systems.lattice import sz0_configurations
 LogPsi = Callable[[object, jax.Array], jax.Array]
 
 # `purpose` tags folded into the seed so that the streams never overlap.
-PURPOSE_INIT, PURPOSE_BURN_IN, PURPOSE_STEP, PURPOSE_PARAMS = 1, 2, 3, 4
+PURPOSE_INIT, PURPOSE_BURN_IN, PURPOSE_STEP, PURPOSE_PARAMS, PURPOSE_MEASURE = 1, 2, 3, 4, 5
 
 
 def chain_keys(seed: int, purpose: int, chain_ids: jax.Array, step: int | jax.Array) -> jax.Array:
@@ -141,10 +141,11 @@ class ExchangeSampler:
         )
 
     def sample(self, logpsi: LogPsi, params: object, state: ChainState, chain_ids: jax.Array,
-               step: int | jax.Array) -> tuple[Batch, ChainState]:
+               step: int | jax.Array, purpose: int = PURPOSE_STEP) -> tuple[Batch, ChainState]:
         """Discard ``discard`` sweeps, then record ``samples_per_chain`` samples per chain,
-        ``sweeps`` sweeps apart. Jittable (``step`` may be traced)."""
-        keys = chain_keys(self.seed, PURPOSE_STEP, chain_ids, step)
+        ``sweeps`` sweeps apart. Jittable (``step`` may be traced); ``purpose`` tags the
+        streams (PURPOSE_STEP while optimizing, PURPOSE_MEASURE in the final measurement)."""
+        keys = chain_keys(self.seed, purpose, chain_ids, step)
         moves_per_sample = self.sweeps * self.n_sites
         n_moves = self.discard * self.n_sites + self.samples_per_chain * moves_per_sample
         pair_idx, log_u = self._draws(keys, n_moves)

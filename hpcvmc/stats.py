@@ -15,6 +15,7 @@ R-hat = sqrt(((n - 1)/n W + B/n) / W). Values near 1 mean the chains agree.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
@@ -90,6 +91,31 @@ def summarize(values: jax.Array, comm: Comm) -> Stats:
     return Stats(mean, error, variance, tau, split_r_hat(values.real, comm))
 
 
+def clip_local_energy(values: jax.Array, width: float, comm: Comm) -> jax.Array:
+    """E_L clipped for the gradient: each of Re and Im into [mean - w D, mean + w D].
+
+    D = <|E_L - <E_L>|> is the mean absolute deviation over all samples of all ranks and
+    w = ``width``. Outliers near nodes of psi (or electron coalescences) otherwise dominate
+    the update; the energy estimate itself always uses the unclipped values.
+
+    Args:
+        values: local energies of this rank, any shape, real or complex.
+        width: w > 0.
+        comm: the run's communicator.
+
+    Returns:
+        The clipped values, same shape and dtype (equal reductions on every rank).
+    """
+    n_total = values.size * comm.size
+    mean = comm.sum(jnp.sum(values)) / n_total
+    deviation = comm.sum(jnp.sum(jnp.abs(values - mean))) / n_total
+    half = width * deviation
+    real = jnp.clip(values.real, mean.real - half, mean.real + half)
+    if not jnp.iscomplexobj(values):
+        return real
+    return jax.lax.complex(real, jnp.clip(values.imag, mean.imag - half, mean.imag + half))
+
+
 def split_r_hat(values: jax.Array, comm: Comm) -> jax.Array:
     """Split-R-hat over all chains of all ranks; nan when T < 4."""
     n_chains_local, T = values.shape
@@ -114,3 +140,25 @@ def summarize_weighted(values: jax.Array, weights: jax.Array, comm: Comm) -> Sta
     mean = comm.sum(jnp.sum(weights * values))
     variance = comm.sum(jnp.sum(weights * jnp.abs(values - mean) ** 2))
     return Stats(mean, jnp.asarray(0.0), variance, jnp.asarray(0.5), jnp.asarray(1.0))
+
+
+def combine_steps(means: list[float], errors: list[float], variances: list[float]
+                  ) -> tuple[float, float, float]:
+    """Combine the per-step estimates of a measurement with fixed parameters (host floats).
+
+    With K steps of means m_k, error bars e_k and variances v_k:
+    mean = (1/K) sum_k m_k; error = max(sqrt(sum_k e_k^2) / K, std(m_k) / sqrt(K)) (the
+    second, from the spread of the step means, also catches correlations between steps that
+    the per-step tau cannot see; for K = 1 only the first exists); variance = (1/K) sum_k v_k.
+
+    Returns:
+        (mean, error, variance).
+    """
+    k = len(means)
+    within = math.sqrt(sum(e * e for e in errors)) / k
+    error = within
+    if k > 1:
+        mean_of_means = sum(means) / k
+        spread = math.sqrt(sum((m - mean_of_means) ** 2 for m in means) / (k - 1) / k)
+        error = max(within, spread)
+    return sum(means) / k, error, sum(variances) / k

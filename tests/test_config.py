@@ -8,6 +8,7 @@ import pytest
 from hpcvmc import config as C
 
 QUICKSTART = Path(__file__).parents[1] / "jobs" / "quickstart.toml"
+MOIRE_9 = Path(__file__).parents[1] / "jobs" / "moire_9sites_eps10.toml"
 
 
 def test_quickstart_parses():
@@ -98,3 +99,11 @@ def test_readme_input_reference_is_current():
         "README input reference is stale: regenerate it with "
         "python -c 'from hpcvmc.config import input_reference; print(input_reference())'"
     )
+
+
+def test_numerical_keys_stay_out_of_the_physics_hash():
+    """Chunk sizes and the Laplacian method may change on a resume; a coupling may not."""
+    base = C.load(MOIRE_9)
+    faster = C.load(MOIRE_9, overrides=["system.chunk_size=7", "system.laplacian=loop"])
+    other = C.load(MOIRE_9, overrides=["system.epsilon=5.0"])
+    assert base.physics_hash() == faster.physics_hash() != other.physics_hash()

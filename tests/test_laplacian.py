@@ -1,4 +1,4 @@
-"""The forward-mode Laplacian against brute force (trace of jax.hessian), real and complex."""
+"""The Laplacian methods against brute force (trace of jax.hessian), real and complex."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from hpcvmc import config as C
-from hpcvmc.laplacian import laplacian_and_gradient
+from hpcvmc.laplacian import METHODS, laplacian_and_gradient
 from hpcvmc.models import slater
 from hpcvmc.systems import moire
 
@@ -29,10 +29,11 @@ def _complex(v):
     return jnp.log(1.5 + jnp.sum(jnp.cos(v), axis=-1).astype(complex) + 1j * jnp.sum(v**2)).sum()
 
 
+@pytest.mark.parametrize("method", ["loop", "forward"])
 @pytest.mark.parametrize("f", [_smooth, _complex], ids=["real", "complex"])
-def test_matches_hessian_trace(f):
+def test_matches_hessian_trace(f, method):
     x = jax.random.normal(jax.random.PRNGKey(0), (4, 2))
-    lap, grad = jax.jit(lambda v: laplacian_and_gradient(f, v))(x)
+    lap, grad = jax.jit(lambda v: METHODS[method](f, v))(x)
     lap_ref, grad_ref = _brute_force(f, x)
     assert grad.shape == x.shape
     np.testing.assert_allclose(lap, lap_ref, rtol=1e-10, atol=1e-10)

@@ -1,5 +1,7 @@
 """Moire electrons: potential, Coulomb, local energy against exact results, observables, driver."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -90,7 +92,7 @@ def test_vmc_energy_of_the_hartree_fock_state_equals_the_hf_energy():
     system = moire.from_config(C.MoireConfig(sites=3, n_electrons=3, epsilon=10.0,
                                              chunk_size=4096))  # one chunk: no lax.map
     model, params, logpsi = _model(system, g_max=1.5, init="hf")
-    occupied = model.orbitals.up
+    occupied = model.orbitals.block("up")
     basis = hf.supercell_basis(system.params, 1.5)
     builder = hf.fock_builder(system.params, basis)
     P = occupied @ occupied.conj().T
@@ -124,10 +126,10 @@ def test_observables_of_a_honeycomb_crystal(tmp_path):
     assert all(p.stat().st_size > 0 for p in observables.plot_observables(tmp_path))
 
 
-def _input(tmp_path, name, body, steps):
-    """Write body plus a [run] section with `steps` steps into tmp_path/name.toml."""
+def _input(tmp_path, name, body, steps, extra=""):
+    """Write body plus a [run] section with `steps` steps (and `extra` keys) into tmp_path/name.toml."""
     path = tmp_path / f"{name}.toml"
-    path.write_text(body + f'[run]\nsteps = {steps}\nseed = 3\noutput = "{tmp_path / name}"\n')
+    path.write_text(body + f'[run]\nsteps = {steps}\nseed = 3\noutput = "{tmp_path / name}"\n' + extra)
     return path
 
 
@@ -195,8 +197,49 @@ learning_rate = 0.02
 def test_driver_smoke_run_and_resume(tmp_path):
     path = _input(tmp_path, "tiny", TINY, steps=2)
     assert main(["run", str(path)]) == 0
-    path = _input(tmp_path, "tiny", TINY, steps=3)
-    assert main(["run", str(path)]) == 0  # resumes from the step-2 checkpoint
-    h = np.genfromtxt(tmp_path / "tiny" / "history.csv", delimiter=",", names=True)
+    path = _input(tmp_path, "tiny", TINY, steps=3, extra="measure_steps = 2\n")
+    assert main(["run", str(path)]) == 0  # resumes from the step-2 checkpoint, then measures
+    run_dir = tmp_path / "tiny"
+    h = np.genfromtxt(run_dir / "history.csv", delimiter=",", names=True)
     assert len(h["energy"]) == 3 and np.all(np.isfinite(h["energy"]))
     assert np.all((h["acceptance"] > 0) & (h["acceptance"] <= 1))
+    final = json.loads((run_dir / "final.json").read_text())
+    obs = observables.read_observables(run_dir / observables.OBSERVABLES_FILE)
+    assert final["energy"]["mean"] == obs.energy_E0 and final["n_samples"] == obs.n_samples == 64
+    assert "meV per electron" in final["summary"]
+    assert main(["plot", str(run_dir)]) == 0
+    assert all((run_dir / name).stat().st_size > 0
+               for name in ("energy.png", "density.png", "structure_factor.png"))
+
+
+HF_START = """
+[system]
+type = "moire"
+sites = 3
+n_electrons = 2
+[model]
+type = "slater"
+g_max = 1.0
+init = "hf"
+[sampler]
+type = "gaussian"
+n_chains = 4
+n_samples = 16
+burn_in = 5
+[optimizer]
+type = "minsr"
+learning_rate = 0.001
+"""
+
+
+def test_resume_does_not_solve_hartree_fock_again(tmp_path, monkeypatch):
+    """The HF orbitals only seed fresh parameters: a resume takes them from the checkpoint."""
+    assert main(["run", str(_input(tmp_path, "hf", HF_START, steps=1))]) == 0
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("Hartree-Fock solved on a resume")
+
+    monkeypatch.setattr(slater, "hf_orbitals", refuse)
+    assert main(["run", str(_input(tmp_path, "hf", HF_START, steps=2))]) == 0
+    h = np.genfromtxt(tmp_path / "hf" / "history.csv", delimiter=",", names=True)
+    assert len(h["energy"]) == 2

@@ -70,7 +70,8 @@ def test_jastrow_cusps_in_2d():
     Q = np.array([[0.0, 0.0], [1.0, 0.5]])
     for polarized, cusp in ((False, U), (True, U / 3)):
         up = np.eye(2)[:, : 2 if polarized else 1].astype(complex)
-        orbitals = slater.Orbitals(Q=Q, up=up, down=up[:, : 0 if polarized else 1])
+        orbitals = slater.Orbitals(Q=Q, n_up=up.shape[1], n_down=0 if polarized else 1,
+                                   solve=lambda up=up: up)
         with_j, without = (slater.Slater(orbitals=orbitals, cell=cell, jastrow=j, U=U)
                            for j in (True, False))
         params = with_j.init(jax.random.PRNGKey(0), jnp.ones((1, 2, 2)))["params"]
@@ -104,7 +105,7 @@ def test_hf_initialization_is_the_lowest_hartree_fock_state():
     """init = 'hf': orthonormal orbitals on the HF basis whose energy is the lowest SCF energy."""
     params = moire.from_config(C.MoireConfig(sites=3, n_electrons=3, epsilon=10.0)).params
     orbitals = slater.initial_orbitals(params, g_max=1.5, init="hf")
-    occupied = orbitals.up
+    occupied = orbitals.block("up")
     np.testing.assert_allclose(occupied.conj().T @ occupied, np.eye(3), atol=1e-10)
     basis = hf.supercell_basis(params, 1.5)
     reference = hf.run_hf(params, q_max=1.5)

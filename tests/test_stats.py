@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from hpcvmc.parallel import SERIAL
-from hpcvmc.stats import summarize, summarize_weighted
+from hpcvmc.stats import clip_local_energy, summarize, summarize_weighted
 
 
 def _ar1(rho: float, n_chains: int, T: int, seed: int = 0) -> np.ndarray:
@@ -53,3 +53,14 @@ def test_weighted_summary():
     assert float(s.mean) == pytest.approx(2.0)
     assert float(s.variance) == pytest.approx(0.5 * 1 + 0.25 * 0 + 0.25 * 4)
     assert float(s.error) == 0.0
+
+
+def test_clip_local_energy_bounds_outliers_only():
+    values = jnp.asarray([1.0 + 0.0j, 2.0 + 1.0j, 3.0 - 1.0j, 100.0 + 50.0j])
+    mean = np.mean(np.asarray(values))  # 26.5 + 12.5j
+    deviation = np.mean(np.abs(np.asarray(values) - mean))  # about 41.5
+    clipped = np.asarray(clip_local_energy(values, 1.0, SERIAL))
+    np.testing.assert_allclose(clipped[:3], np.asarray(values)[:3])  # inside the window
+    assert clipped[3] == pytest.approx(complex(mean.real + deviation, 50.0))  # Re clipped only
+    real = np.asarray(clip_local_energy(jnp.asarray([0.0, 0.0, 0.0, 8.0]), 0.5, SERIAL))
+    np.testing.assert_allclose(real, [0.5, 0.5, 0.5, 3.5])  # mean 2, D = 3: window [0.5, 3.5]

@@ -43,8 +43,9 @@ finite; for opposite spins (|psi|^2 ~ const) the variance diverges logarithmical
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -66,17 +67,48 @@ _HF_RANDOM_GUESSES = 2
 
 @dataclass(frozen=True, eq=False)
 class Orbitals:
-    """Initial orbital coefficients (numpy constants, compared by identity inside the module).
+    """The plane-wave basis and the starting orbitals (compared by identity inside the module).
+
+    The starting coefficients are computed on first use, i.e. when parameters are initialized:
+    a run restored from a checkpoint never solves the (Hartree-Fock) problem behind them.
 
     Attributes:
         Q: Cartesian plane-wave vectors, shape (n_Q, 2), in 1/a_M.
-        up: coefficients of the spin-up orbitals, complex, shape (n_Q, n_up).
-        down: coefficients of the spin-down orbitals, complex, shape (n_Q, n_down).
+        n_up, n_down: number of spin-up and spin-down orbitals.
+        solve: returns the starting coefficients, complex, shape (n_Q, max(n_up, n_down)); the
+            up block is its first n_up columns, the down block its first n_down columns.
     """
 
     Q: np.ndarray
-    up: np.ndarray
-    down: np.ndarray
+    n_up: int
+    n_down: int
+    solve: Callable[[], np.ndarray]
+
+    @functools.cached_property
+    def coefficients(self) -> np.ndarray:
+        """The starting coefficients (``solve()``, computed once)."""
+        return np.asarray(self.solve())
+
+    def block(self, spin: str) -> np.ndarray:
+        """Starting coefficients of the ``"up"`` or ``"down"`` orbitals, shape (n_Q, n_spin)."""
+        return self.coefficients[:, : self.n_orbitals(spin)]
+
+    def initializer(self, spin: str, part: str) -> Callable[[jax.Array, tuple[int, ...]], jax.Array]:
+        """Flax initializer: the real or imaginary ``part`` of ``block(spin)`` broadcast to
+        (K, n_Q, n_spin). The values enter through a host callback, so a shape-only evaluation
+        (``jax.eval_shape``, the template of a checkpoint restore) never calls ``solve``."""
+
+        def init(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+            def values() -> np.ndarray:
+                return np.ascontiguousarray(np.broadcast_to(getattr(self.block(spin), part), shape))
+
+            return jax.pure_callback(values, jax.ShapeDtypeStruct(shape, jnp.float64))
+
+        return init
+
+    def n_orbitals(self, spin: str) -> int:
+        """n_up for ``"up"``, n_down for ``"down"``."""
+        return self.n_up if spin == "up" else self.n_down
 
 
 def supercell_plane_waves(M: Any, g_max: float) -> np.ndarray:
@@ -176,6 +208,7 @@ def hf_orbitals(
     return out
 
 
+@jax.jit
 def log_det(matrices: jax.Array) -> jax.Array:
     """Complex log det of a batch of square matrices by LU with partial pivoting, in plain jax ops.
 
@@ -184,7 +217,9 @@ def log_det(matrices: jax.Array) -> jax.Array:
     (O(n^3) per matrix) instead of ``jnp.linalg.slogdet``: the LAPACK custom calls of slogdet and
     of its derivative (getrf, trsm) parallelize over the batch on XLA's intra-op thread pool and
     can deadlock when two of them run at once on a small pool (seen on 2 cores, jax 0.10.2).
-    Differentiable in forward and reverse mode (the pivot choice is locally constant).
+    Differentiable in forward and reverse mode (the pivot choice is locally constant). Jitted, so
+    that it is one named call in a traced model: the forward Laplacian
+    (``hpcvmc.laplacian``) replaces it by its own rule instead of tracing the loop.
 
     Args:
         matrices: shape (..., n, n), real or complex.
@@ -231,12 +266,41 @@ def periodic_distance(r: jax.Array, cell: np.ndarray) -> jax.Array:
     return jnp.sqrt(quad) / (2.0 * jnp.pi)
 
 
+def two_body_jastrow(module: nn.Module, x: jax.Array, n_up: int, cell: np.ndarray,
+                     U: float) -> jax.Array:
+    """J = sum_{i<j} c_{ij} d_ij / (1 + b_{ij} d_ij) with the 2D cusps (module docstring).
+
+    c = U / 3 for equal spins, U for opposite spins; b = softplus(theta) per spin channel, the
+    parameters ``jastrow_same`` and ``jastrow_opposite`` of ``module`` (b = 1 / a_M initially).
+    Call it from inside the ``nn.compact`` method of ``module``.
+
+    Args:
+        module: the flax module that owns the two parameters.
+        x: positions, shape (batch, N, 2), in a_M; electrons 0..n_up-1 are spin up.
+        n_up: number of spin-up electrons.
+        cell: supercell vectors, shape (2, 2), rows L_1, L_2, in a_M.
+        U: Coulomb strength (a_M / a_B*).
+
+    Returns:
+        J, dimensionless, shape (batch,).
+    """
+    n = x.shape[1]
+    i, j = np.triu_indices(n, k=1)
+    same = (i < n_up) == (j < n_up)
+    d = periodic_distance(x[:, i] - x[:, j], cell)  # (batch, n_pairs)
+    b_init = nn.initializers.constant(float(np.log(np.expm1(1.0))))  # b = 1 / a_M
+    b_same = nn.softplus(module.param("jastrow_same", b_init, ()))
+    b_opp = nn.softplus(module.param("jastrow_opposite", b_init, ()))
+    c = jnp.where(same, U / 3.0, U)
+    b = jnp.where(same, b_same, b_opp)
+    return jnp.sum(c * d / (1.0 + b * d), axis=-1)
+
+
 class Slater(nn.Module):
     """Sum of Slater determinants of periodic plane-wave orbitals, optional Jastrow.
 
     Attributes:
-        orbitals: initial coefficients and plane waves (:class:`Orbitals`); n_up = up.shape[1],
-            n_down = down.shape[1].
+        orbitals: the plane waves and starting coefficients (:class:`Orbitals`).
         cell: supercell vectors, shape (2, 2), rows L_1, L_2, in a_M (for the Jastrow).
         n_determinants: number K of determinants.
         init_noise: every coefficient of every determinant gets complex Gaussian noise of standard
@@ -253,50 +317,38 @@ class Slater(nn.Module):
     jastrow: bool = False
     U: float = 0.0
 
-    def _coefficients(self, name: str, initial: np.ndarray) -> jax.Array:
+    def _coefficients(self, spin: str) -> jax.Array:
         """Learnable (K, n_Q, n_orb) complex coefficients, stored as real and imaginary parts."""
-        shape = (self.n_determinants,) + initial.shape
-        scale = self.init_noise / np.sqrt(initial.shape[0])
+        n_Q = len(self.orbitals.Q)
+        shape = (self.n_determinants, n_Q, self.orbitals.n_orbitals(spin))
+        scale = self.init_noise / np.sqrt(n_Q)
 
         def init(part: str) -> Any:
             def fn(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-                base = np.broadcast_to(getattr(initial, part), shape)
-                return jnp.asarray(base) + scale * jax.random.normal(key, shape)
+                base = self.orbitals.initializer(spin, part)(key, shape)
+                return base + scale * jax.random.normal(key, shape)
 
             return fn
 
-        re = self.param(f"{name}_re", init("real"), shape)
-        im = self.param(f"{name}_im", init("imag"), shape)
+        re = self.param(f"{spin}_re", init("real"), shape)
+        im = self.param(f"{spin}_im", init("imag"), shape)
         return jax.lax.complex(re, im)
 
-    def _log_dets(self, plane_waves: jax.Array, name: str, initial: np.ndarray) -> jax.Array:
+    def _log_dets(self, plane_waves: jax.Array, spin: str) -> jax.Array:
         """log det[phi^k_j(r_i)] of one spin block, complex, shape (batch, K)."""
-        if initial.shape[1] == 0:
+        if self.orbitals.n_orbitals(spin) == 0:
             return jnp.zeros(plane_waves.shape[:1] + (self.n_determinants,), plane_waves.dtype)
-        C = self._coefficients(name, initial)
+        C = self._coefficients(spin)
         return log_det(jnp.einsum("bnq,kqj->bknj", plane_waves, C))
-
-    def _jastrow(self, x: jax.Array) -> jax.Array:
-        """J = sum_{i<j} c_{ij} d_ij / (1 + b_{ij} d_ij), shape (batch,)."""
-        n, n_up = x.shape[1], self.orbitals.up.shape[1]
-        i, j = np.triu_indices(n, k=1)
-        same = (i < n_up) == (j < n_up)
-        d = periodic_distance(x[:, i] - x[:, j], self.cell)  # (batch, n_pairs)
-        b_init = nn.initializers.constant(float(np.log(np.expm1(1.0))))  # b = 1 / a_M
-        b_same = nn.softplus(self.param("jastrow_same", b_init, ()))
-        b_opp = nn.softplus(self.param("jastrow_opposite", b_init, ()))
-        c = jnp.where(same, self.U / 3.0, self.U)
-        b = jnp.where(same, b_same, b_opp)
-        return jnp.sum(c * d / (1.0 + b * d), axis=-1)
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         """log psi of walkers x of shape (batch, N, 2) (Cartesian, a_M) -> complex (batch,)."""
-        n_up = self.orbitals.up.shape[1]
+        n_up = self.orbitals.n_up
         phases = x @ jnp.asarray(self.orbitals.Q.T)  # (batch, N, n_Q)
         plane_waves = jnp.exp(1j * phases)
-        log_dets = (self._log_dets(plane_waves[:, :n_up], "up", self.orbitals.up)
-                    + self._log_dets(plane_waves[:, n_up:], "down", self.orbitals.down))
+        log_dets = (self._log_dets(plane_waves[:, :n_up], "up")
+                    + self._log_dets(plane_waves[:, n_up:], "down"))
         if self.n_determinants == 1:
             log_psi = log_dets[:, 0]
         else:
@@ -306,7 +358,7 @@ class Slater(nn.Module):
             shift = jax.lax.stop_gradient(jnp.max(terms.real, axis=-1, keepdims=True))
             log_psi = shift[:, 0] + jnp.log(jnp.sum(jnp.exp(terms - shift), axis=-1))
         if self.jastrow:
-            log_psi = log_psi + self._jastrow(x)
+            log_psi = log_psi + two_body_jastrow(self, x, n_up, self.cell, self.U)
         return log_psi
 
 
@@ -331,15 +383,17 @@ def initial_orbitals(params: MoireParameters, g_max: float, init: str, seed: int
     n = params.n_electrons
     n_up = n if params.spin_polarized else n // 2
     if init == "bands":
-        up = band_orbitals(params, Q, n_up)
+        def solve() -> np.ndarray:
+            return band_orbitals(params, Q, n_up)
     elif init == "hf":
         if not params.spin_polarized:
             raise ValueError("init = 'hf' needs a spin-polarized system (hf.py is polarized only)")
-        up = hf_orbitals(params, Q_int, g_max, seed)
+
+        def solve() -> np.ndarray:
+            return hf_orbitals(params, Q_int, g_max, seed)
     else:
         raise ValueError(f"unknown orbital initialization {init!r}: use 'bands' or 'hf'")
-    down = up[:, : n - n_up]
-    return Orbitals(Q=Q, up=up, down=down)
+    return Orbitals(Q=Q, n_up=n_up, n_down=n - n_up, solve=solve)
 
 
 def from_config(cfg: Any, system: Any) -> Slater:

@@ -455,6 +455,11 @@ class ViT(nn.Module):
     dtype: str = "float64"
     """Parameter and compute dtype, ``"float64"`` or ``"float32"``; the output is complex128."""
 
+    @property
+    def n_terms(self) -> int:
+        """|G|: forward passes of the bare network per configuration (1, b^2 or 16 b^2)."""
+        return len(symmetry_operations(self.L, self.patch, self.symmetrize)[0])
+
     def setup(self) -> None:
         validate_vit(
             self.L,

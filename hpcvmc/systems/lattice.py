@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hpcvmc.progress import format_energy
+
 LogPsi = Callable[[object, jax.Array], jax.Array]
 """log psi(params, x): x of shape (batch, n_sites) -> complex log psi of shape (batch,)."""
 
@@ -69,14 +71,14 @@ class J1J2:
         J1, J2: couplings of nearest and next-nearest bonds.
         marshall_sign: the wave function is psi(s) = M(s) psi_model(s) with the Marshall sign
             M(s) = (-1)^(number of up spins on sublattice A).
-        chunk_size: samples per chunk of the local-energy evaluation.
+        chunk_size: configurations per call of the network in the local energy.
     """
 
     L: int
     J1: float = 1.0
     J2: float = 0.0
     marshall_sign: bool = True
-    chunk_size: int = 4096
+    chunk_size: int = 256
 
     @property
     def n_sites(self) -> int:
@@ -87,6 +89,18 @@ class J1J2:
     def config_shape(self) -> tuple[int, ...]:
         """Shape of one configuration: (n_sites,) spins +-1."""
         return (self.n_sites,)
+
+    energy_unit = "J1 (total of the lattice, spin operators S = sigma/2)"
+
+    def progress_energy(self, mean: float, error: float) -> str:
+        """The energy of the progress line: the total in J1."""
+        return format_energy(mean, error)
+
+    def format_energy(self, mean: float, error: float) -> str:
+        """'E = <total> +- <err> J1 total = <per site> +- <err> per site'."""
+        n = self.n_sites
+        return (f"E = {mean:.8f} +- {error:.2e} J1 total"
+                f" = {mean / n:.8f} +- {error / n:.2e} J1 per site")
 
     def bonds(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """All bonds with a non-zero coupling.
@@ -115,9 +129,12 @@ class J1J2:
         """Local energy E_L(s) = <s|H|psi> / <s|psi> of every configuration.
 
         E_L(s) = sum_b J_b [ s_i s_j / 4 + (1 - s_i s_j) / 4 * sign_b * psi(s^{ij}) / psi(s) ]
-        where s^{ij} exchanges the spins of bond b = (i, j). All connected configurations of a
-        chunk of samples are evaluated in one call of ``logpsi``; chunks of ``chunk_size``
-        samples run one after another to bound memory.
+        where s^{ij} exchanges the spins of bond b = (i, j). Only the non-zero off-diagonal
+        terms are evaluated: the (sample, bond) pairs with antiparallel spins (about half of
+        all pairs; a parallel pair gives s^{ij} = s) are compacted into one list, and
+        ``logpsi`` runs over their connected configurations in batches of ``chunk_size``
+        configurations (this bounds the memory; on a CPU batches of 64-256 are also the
+        fastest, bench/README.md), as many batches as the samples need.
 
         Args:
             logpsi: the model's log psi(params, x) (without the Marshall sign).
@@ -129,21 +146,69 @@ class J1J2:
         """
         pairs, couplings, signs = (jnp.asarray(a) for a in self.bonds())
         n_bonds = pairs.shape[0]
-        i, j = pairs[:, 0], pairs[:, 1]
-        swap = jnp.arange(self.n_sites)[None, :].repeat(n_bonds, 0)
-        swap = swap.at[jnp.arange(n_bonds), i].set(j).at[jnp.arange(n_bonds), j].set(i)
+        si_sj = x[:, pairs[:, 0]] * x[:, pairs[:, 1]]  # (n, n_bonds)
+        diagonal = si_sj @ couplings / 4.0
+        batch = self.chunk_size
+        logpsi_x = map_in_chunks(lambda xc: logpsi(params, xc), x, batch)
+        flippable = si_sj < 0
+        rows, bond = jnp.nonzero(flippable, size=flippable.size, fill_value=0)
+        log_conn = connected_logpsi(logpsi, params, x, rows, bond, self.swaps(),
+                                    jnp.sum(flippable), batch)
+        used = jnp.arange(rows.shape[0]) < jnp.sum(flippable)
+        ratio = jnp.where(used, jnp.exp(log_conn - logpsi_x[rows]), 0.0)
+        off_diagonal = jax.ops.segment_sum(
+            couplings[bond] * signs[bond] / 2.0 * ratio, rows, num_segments=x.shape[0]
+        )
+        return diagonal + off_diagonal
 
-        def chunk_energy(xc: jax.Array) -> jax.Array:
-            si_sj = xc[:, i] * xc[:, j]  # (b, n_bonds)
-            connected = xc[:, swap]  # (b, n_bonds, n_sites)
-            logpsi_x = logpsi(params, xc)
-            logpsi_conn = logpsi(params, connected.reshape(-1, self.n_sites))
-            ratio = jnp.exp(logpsi_conn.reshape(xc.shape[0], n_bonds) - logpsi_x[:, None])
-            flip = (1.0 - si_sj) / 4.0  # 1/2 on antiparallel bonds, 0 otherwise
-            terms = couplings * (si_sj / 4.0 + flip * signs * jnp.where(flip > 0, ratio, 0.0))
-            return terms.sum(axis=1)
+    def swaps(self) -> jax.Array:
+        """Site permutation of every bond's exchange: ``x[swaps[b]]`` is ``x`` with the spins
+        of bond b exchanged; int array (n_bonds, n_sites), rows in the order of :meth:`bonds`."""
+        pairs = self.bonds()[0]
+        swap = np.tile(np.arange(self.n_sites), (len(pairs), 1))
+        rows = np.arange(len(pairs))
+        swap[rows, pairs[:, 0]], swap[rows, pairs[:, 1]] = pairs[:, 1], pairs[:, 0]
+        return jnp.asarray(swap)
 
-        return map_in_chunks(chunk_energy, x, self.chunk_size)
+
+def connected_logpsi(logpsi: LogPsi, params: object, x: jax.Array, rows: jax.Array,
+                     moves: jax.Array, perms: jax.Array, count: jax.Array,
+                     batch: int) -> jax.Array:
+    """log psi of the configurations ``x[rows[k], perms[moves[k]]]``, the first ``count``.
+
+    Runs ``ceil(count / batch)`` calls of ``logpsi`` on ``batch`` configurations each (a
+    ``while_loop`` with a traced trip count); entries from ``count`` on are left at 0.
+
+    Args:
+        logpsi: log psi(params, x_batch).
+        params: model parameters.
+        x: configurations, shape (n, n_sites).
+        rows: which configuration each entry starts from, shape (m,).
+        moves: which permutation each entry applies, shape (m,).
+        perms: the site permutations, shape (n_moves, n_sites).
+        count: number of valid leading entries (traced scalar, <= m).
+        batch: configurations per call.
+
+    Returns:
+        Complex log psi, shape (m,).
+    """
+    m = rows.shape[0]
+    batch = min(batch, m)
+    n_batches = -(-m // batch)
+    pad = n_batches * batch - m
+    rows, moves = jnp.pad(rows, (0, pad)), jnp.pad(moves, (0, pad))
+    out_dtype = jax.eval_shape(lambda xs: logpsi(params, xs), x[:1]).dtype
+    out = jnp.zeros(n_batches * batch, out_dtype)
+
+    def body(k: jax.Array, out: jax.Array) -> jax.Array:
+        start = k * batch
+        r = jax.lax.dynamic_slice_in_dim(rows, start, batch)
+        b = jax.lax.dynamic_slice_in_dim(moves, start, batch)
+        configs = jnp.take_along_axis(x[r], perms[b], axis=1)
+        return jax.lax.dynamic_update_slice_in_dim(out, logpsi(params, configs), start, 0)
+
+    out = jax.lax.fori_loop(0, (count + batch - 1) // batch, body, out)
+    return out[:m]
 
 
 def map_in_chunks(fn: Callable[[jax.Array], jax.Array], x: jax.Array, chunk: int) -> jax.Array:

@@ -21,7 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hpcvmc.laplacian import laplacian_and_gradient
+from hpcvmc.laplacian import METHODS as LAPLACIAN_METHODS
+from hpcvmc.progress import format_energy
 from hpcvmc.systems.ewald import Ewald2D
 from hpcvmc.systems.lattice import map_in_chunks
 from hpcvmc.systems.moire_lattice import MoireParameters, moire_sites, potential_wave_vectors
@@ -38,11 +39,14 @@ class Moire:
         params: dimensionless parameters (V/E0, phi, U, E0 in meV, supercell M, N, spin).
         chunk_size: walkers per chunk of the local-energy evaluation (bounds the Laplacian's
             memory, which is 2N times the forward activations of one walker per walker).
+        laplacian: name of the Laplacian method in ``hpcvmc.laplacian.METHODS`` ("forward",
+            "loop" or "hessian").
         ewald: the Ewald sum of the supercell (built from ``params.cell``).
     """
 
     params: MoireParameters
     chunk_size: int = 256
+    laplacian: str = "forward"
     ewald: Ewald2D = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -125,7 +129,7 @@ class Moire:
         """Local kinetic energy -1/2 sum_i [nabla_i^2 log psi + (nabla_i log psi)^2].
 
         The square is the complex square (not the modulus) when log psi is complex; the
-        derivatives come from :func:`hpcvmc.laplacian.laplacian_and_gradient` (forward mode).
+        derivatives come from the method ``self.laplacian`` of ``hpcvmc.laplacian.METHODS``.
 
         Args:
             logpsi: the model's log psi(params, x) for x of shape (batch, N, 2).
@@ -135,9 +139,10 @@ class Moire:
         Returns:
             Complex kinetic local energy in E0 (total), shape (n,).
         """
+        method = LAPLACIAN_METHODS[self.laplacian]
 
         def one(walker: jax.Array) -> jax.Array:
-            lap, grad = laplacian_and_gradient(lambda r: logpsi(params, r[None])[0], walker)
+            lap, grad = method(lambda r: logpsi(params, r[None])[0], walker)
             return -0.5 * (lap + jnp.sum(grad * grad))
 
         return jax.vmap(one)(x)
@@ -171,6 +176,14 @@ class Moire:
         """Total supercell energy in E0 -> energy per electron in meV."""
         return energy_E0 * self.params.E0_meV / self.n_electrons
 
+    energy_unit = "E0 (total of the supercell; E0 = hbar^2 / (m* a_M^2))"
+
+    def progress_energy(self, mean_E0: float, error_E0: float) -> str:
+        """The energy of the progress line: '<total> +- <err> E0 = <meV> +- <err> meV/el'."""
+        scale = self.params.E0_meV / self.n_electrons
+        return (f"{format_energy(mean_E0, error_E0)} E0 = {mean_E0 * scale:.3f} +- "
+                f"{error_E0 * scale:.3f} meV/el")
+
     def format_energy(self, mean_E0: float, error_E0: float) -> str:
         """One line with a total energy in E0 and meV, and per electron in meV.
 
@@ -190,4 +203,5 @@ class Moire:
 
 def from_config(cfg: Any) -> Moire:
     """Build the system from a validated ``[system] type = "moire"`` section."""
-    return Moire(MoireParameters.from_config(cfg), chunk_size=cfg.chunk_size)
+    return Moire(MoireParameters.from_config(cfg), chunk_size=cfg.chunk_size,
+                 laplacian=cfg.laplacian)

@@ -1,0 +1,111 @@
+"""The final measurement of a run: sample with the optimized parameters fixed.
+
+After the last optimization step the driver runs ``[run] measure_steps`` more sampler steps
+(random streams tagged PURPOSE_MEASURE, so they never repeat an optimization step) without
+updating the parameters and reports
+
+    E = (1/K) sum_k mean_k,   error = max(sqrt(sum_k err_k^2) / K, std_k(mean_k) / sqrt(K))
+
+over the K steps (:func:`hpcvmc.stats.combine_steps`): the energy of the final state from
+K times the samples of one step, instead of the last step's noisy estimate of the state before
+the last update. For the moire system the same samples also give the density, S(q) and rho_K
+(:mod:`hpcvmc.observables`, written to ``observables.h5`` with PNGs). With the exact sampler
+one full sum gives the exact energy of the final state (error 0).
+
+The result goes to ``RUN_DIR/final.json`` (written by rank 0, atomically):
+``{"step", "measure_steps", "n_samples", "energy": {"mean", "error", "variance"}, "units",
+"summary"}``; energies are totals of the whole system in the system's unit (J1 for spins,
+E0 for moire electrons; ``summary`` also gives per site / per electron in meV).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from hpcvmc.build import Setup
+from hpcvmc.config import ExactSamplerConfig, MoireConfig
+from hpcvmc.sampling import PURPOSE_MEASURE
+from hpcvmc.stats import combine_steps, summarize, summarize_weighted
+
+FINAL_FILE = "final.json"
+
+
+def _energy_steps(setup: Setup, params: Any, chains: Any, n_steps: int) -> tuple[float, float, float, int]:
+    """(mean, error, variance, n_samples) of the local energy over ``n_steps`` sampler steps."""
+    comm, system = setup.comm, setup.system
+    if isinstance(setup.config.sampler, ExactSamplerConfig):
+        batch = jax.jit(lambda p: setup.sampler.sample(setup.logpsi, p, comm))(params)
+        e_loc = jax.jit(lambda p, x: system.local_energy(setup.logpsi, p, x))(params, batch.x.reshape(
+            (-1,) + batch.x.shape[2:]))
+        stats = summarize_weighted(e_loc, batch.weights.reshape(-1), comm)
+        n_states = int(comm.sum(jnp.asarray(e_loc.shape[0])))
+        return float(jnp.real(stats.mean)), 0.0, float(stats.variance), n_states
+    chain_ids = jnp.asarray(setup.chain_ids)
+
+    @jax.jit
+    def one_step(chains: Any, step: jax.Array) -> tuple[Any, Any]:
+        batch, chains = setup.sampler.sample(setup.logpsi, params, chains, chain_ids, step,
+                                             purpose=PURPOSE_MEASURE)
+        x = batch.x.reshape((-1,) + batch.x.shape[2:])
+        e_loc = system.local_energy(setup.logpsi, params, x)
+        return chains, summarize(e_loc.reshape(batch.x.shape[:2]), comm)
+
+    means, errors, variances = [], [], []
+    for step in range(n_steps):
+        chains, stats = one_step(chains, jnp.asarray(step))
+        means.append(float(jnp.real(stats.mean)))
+        errors.append(float(stats.error))
+        variances.append(float(stats.variance))
+    mean, error, variance = combine_steps(means, errors, variances)
+    return mean, error, variance, n_steps * setup.config.sampler.n_samples
+
+
+def final_measurement(setup: Setup, params: Any, chains: Any, step: int, n_steps: int) -> dict[str, Any]:
+    """Measure the final state and write ``final.json`` (and the moire observables); collective.
+
+    Args:
+        setup: the built run.
+        params: the optimized parameters.
+        chains: this rank's chains after the last step (None for the exact sampler).
+        step: the optimization step the parameters belong to.
+        n_steps: measurement steps (>= 1).
+
+    Returns:
+        The dictionary written to ``final.json`` (equal on every rank).
+    """
+    out = Path(setup.config.run.output)
+    if isinstance(setup.config.system, MoireConfig):
+        from hpcvmc import observables
+
+        obs, _ = observables.measure(setup, params, chains, n_steps)
+        if setup.comm.is_root:
+            observables.write_observables(out, obs)
+            observables.plot_observables(out)
+        mean, error, variance = obs.energy_E0, obs.energy_error_E0, obs.energy_variance_E0
+        n_samples = obs.n_samples
+    else:
+        mean, error, variance, n_samples = _energy_steps(setup, params, chains, n_steps)
+    result = {
+        "step": step, "measure_steps": n_steps, "n_samples": n_samples,
+        "energy": {"mean": mean, "error": error, "variance": variance},
+        "units": setup.system.energy_unit, "summary": setup.system.format_energy(mean, error),
+    }
+    if setup.comm.is_root:
+        tmp = out / (FINAL_FILE + ".tmp")
+        tmp.write_text(json.dumps(result, indent=1) + "\n")
+        os.replace(tmp, out / FINAL_FILE)
+    return result
+
+
+def read_final(run_dir: str | Path) -> dict[str, Any] | None:
+    """The final measurement of a run folder, or None when there is none (or it is unreadable)."""
+    try:
+        return json.loads((Path(run_dir) / FINAL_FILE).read_text())
+    except (OSError, ValueError):
+        return None

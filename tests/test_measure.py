@@ -1,0 +1,109 @@
+"""The final measurement against the exact energy of the same parameters, and in the driver."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hpcvmc import config as C
+from hpcvmc.build import build
+from hpcvmc.cli import main
+from hpcvmc.driver import fresh_state
+from hpcvmc.measure import FINAL_FILE, final_measurement
+from hpcvmc.parallel import SERIAL
+from hpcvmc.reference import lattice_ed
+from hpcvmc.stats import combine_steps
+from hpcvmc.systems.lattice import marshall_log_sign
+
+INPUT = """
+[system]
+type = "j1j2"
+L = 4
+J2 = 0.5
+[model]
+type = "rbm"
+alpha = 1
+[sampler]
+type = "{sampler}"
+{sampler_keys}
+[optimizer]
+type = "minsr"
+learning_rate = 0.02
+[run]
+seed = 3
+output = "{output}"
+{run_keys}
+"""
+
+
+def _input(sampler: str, output, sampler_keys: str = "", run_keys: str = "") -> str:
+    return INPUT.format(sampler=sampler, output=output, sampler_keys=sampler_keys,
+                        run_keys=run_keys)
+
+
+def _perturbed(setup):
+    return jax.tree_util.tree_map(
+        lambda p: p + 0.1 * jax.random.normal(jax.random.PRNGKey(p.size), p.shape), setup.init_params())
+
+
+def _dense_energy(setup, params) -> float:
+    """<psi|H|psi> / <psi|psi> with the exact-diagonalization matrix (independent code path)."""
+    basis = lattice_ed.sz0_basis(16)
+    spins = jnp.asarray(np.where((basis[:, None] >> np.arange(16)) & 1, 1.0, -1.0))
+    log_psi = np.asarray(setup.logpsi(params, spins) + marshall_log_sign(4, spins))
+    psi = np.exp(log_psi - log_psi.real.max())
+    H = lattice_ed.hamiltonian(4, 1.0, 0.5)
+    return float(np.real(np.vdot(psi, H @ psi)) / np.vdot(psi, psi).real)
+
+
+def test_exact_sampler_measurement_is_the_dense_energy(tmp_path):
+    setup = build(C.loads(_input("exact", tmp_path / "x")), SERIAL)
+    params = _perturbed(setup)
+    (tmp_path / "x").mkdir()
+    result = final_measurement(setup, params, None, step=7, n_steps=3)
+    assert result["energy"]["mean"] == pytest.approx(_dense_energy(setup, params), rel=1e-12)
+    assert result["energy"]["error"] == 0.0 and result["n_samples"] == 12870
+    assert json.loads((tmp_path / "x" / FINAL_FILE).read_text()) == result
+
+
+def test_sampled_measurement_agrees_with_the_exact_energy_within_its_error(tmp_path):
+    text = _input("exchange", tmp_path / "m", sampler_keys="n_chains = 16\nn_samples = 256")
+    setup = build(C.loads(text), SERIAL)
+    params = _perturbed(setup)
+    chains = jax.jit(lambda p: setup.sampler.init(setup.logpsi, p, jnp.asarray(setup.chain_ids)))(params)
+    (tmp_path / "m").mkdir()
+    result = final_measurement(setup, params, chains, step=1, n_steps=8)
+    exact = _dense_energy(setup, params)
+    error = result["energy"]["error"]
+    # the variance includes |Im E_L|^2, the error bar is that of Re E: sqrt(var / N) bounds it loosely
+    naive = np.sqrt(result["energy"]["variance"] / result["n_samples"])
+    assert result["n_samples"] == 8 * 256 and 0.5 * naive < error < 5 * naive
+    assert abs(result["energy"]["mean"] - exact) < 4 * error, (result, exact)
+
+
+def test_combine_steps_takes_the_larger_of_the_two_error_estimates():
+    mean, error, variance = combine_steps([1.0, 2.0], [0.1, 0.1], [3.0, 5.0])
+    assert (mean, variance) == (1.5, 4.0)
+    assert error == pytest.approx(0.5)  # spread of the step means, larger than sqrt(0.02)/2
+    assert combine_steps([1.0], [0.2], [1.0])[1] == pytest.approx(0.2)
+
+
+def test_driver_measures_once_at_the_end_and_again_when_the_result_is_missing(tmp_path, capsys):
+    path = tmp_path / "run.toml"
+    path.write_text(_input("exchange", tmp_path / "run",
+                           sampler_keys="n_chains = 8\nn_samples = 64\nburn_in = 10",
+                           run_keys="steps = 3\nmeasure_steps = 2"))
+    assert main(["run", str(path)]) == 0
+    final = tmp_path / "run" / FINAL_FILE
+    first = json.loads(final.read_text())
+    assert first["step"] == 3 and first["measure_steps"] == 2 and first["n_samples"] == 128
+    assert "per site" in first["summary"]
+    assert main(["run", str(path)]) == 0  # finished and measured: nothing to do
+    assert "final measurement" not in capsys.readouterr().out.split("nothing to do")[-1]
+    final.unlink()  # as if killed during the measurement
+    assert main(["run", str(path)]) == 0
+    assert json.loads(final.read_text()) == first  # the same streams: the same numbers
+    assert main(["inspect", str(tmp_path / "run"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["final"] == first
