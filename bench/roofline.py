@@ -120,7 +120,6 @@ def step_flops(setup: Any, params: Any, ranks: int, x: Any = None) -> dict[str, 
 def matmul_runner(size: int, dtype: str) -> tuple[Any, float]:
     """A compiled square matrix product and its flop count."""
     import jax
-    import jax.numpy as jnp
 
     a = jax.random.normal(jax.random.PRNGKey(0), (size, size), dtype)
     product = jax.jit(lambda a: a @ a)

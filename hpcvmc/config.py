@@ -167,6 +167,11 @@ class RBMConfig:
     alpha: int = option(2, "Hidden-unit density: alpha * n_sites hidden units.", positive=True)
     dtype: str = option("float64", "Parameter and compute precision.", choices=DTYPES)
 
+    def validate(self, cfg: Config) -> None:
+        """Cross-key checks."""
+        if not isinstance(cfg.system, J1J2Config):
+            raise InputError("model.type = 'rbm' needs a lattice system (system.type = 'j1j2')")
+
 
 @dataclass(frozen=True, kw_only=True)
 class ViTConfig:
@@ -183,7 +188,7 @@ class ViTConfig:
     )
     mlp_factor: int = option(4, "MLP hidden width in units of d.", positive=True)
     symmetrize: str = option(
-        "none", "Projection onto lattice symmetries (costs |G| forward passes).",
+        "none", "Projection onto lattice symmetries (costs one forward pass per group element: b^2 for translations, 16 b^2 for full).",
         choices=("none", "translations", "full"),
     )
     dtype: str = option("float64", "Parameter and compute precision.", choices=DTYPES)

@@ -1,7 +1,5 @@
 """Checkpoints: exact resume, atomic writes under kill -9, signals, validation on load."""
 
-import json
-import os
 import signal
 import subprocess
 import sys

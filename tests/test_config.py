@@ -107,3 +107,12 @@ def test_numerical_keys_stay_out_of_the_physics_hash():
     faster = C.load(MOIRE_9, overrides=["system.chunk_size=7", "system.laplacian=loop"])
     other = C.load(MOIRE_9, overrides=["system.epsilon=5.0"])
     assert base.physics_hash() == faster.physics_hash() != other.physics_hash()
+
+
+@pytest.mark.parametrize("model", ["rbm", "vit"])
+def test_lattice_models_refuse_electrons(model):
+    text = MOIRE_9.read_text()
+    start, end = text.index("[model]"), text.index("[sampler]")
+    text = text[:start] + f'[model]\ntype = "{model}"\n\n' + text[end:]
+    with pytest.raises(C.InputError, match=rf"^model.type = '{model}' needs a lattice system"):
+        C.loads(text)

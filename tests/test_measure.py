@@ -10,7 +10,6 @@ import pytest
 from hpcvmc import config as C
 from hpcvmc.build import build
 from hpcvmc.cli import main
-from hpcvmc.driver import fresh_state
 from hpcvmc.measure import FINAL_FILE, final_measurement
 from hpcvmc.parallel import SERIAL
 from hpcvmc.reference import lattice_ed

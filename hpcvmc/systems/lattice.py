@@ -145,7 +145,6 @@ class J1J2:
             Complex local energies, shape (n,), in units of J1 (total, not per site).
         """
         pairs, couplings, signs = (jnp.asarray(a) for a in self.bonds())
-        n_bonds = pairs.shape[0]
         si_sj = x[:, pairs[:, 0]] * x[:, pairs[:, 1]]  # (n, n_bonds)
         diagonal = si_sj @ couplings / 4.0
         batch = self.chunk_size
