@@ -1,4 +1,5 @@
-"""Command line: ``hpcvmc run | validate | inspect | exact | plot | attention | reference``.
+"""Command line: ``hpcvmc run | measure | validate | inspect | exact | plot | attention |
+reference | transition``.
 
 Exit codes: 0 success, 1 an unexpected failure (under MPI the whole job is aborted), 2 bad input
 (one line on stderr naming the key or file; nothing existing is touched), 3 a run stopped on a
@@ -46,6 +47,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     from hpcvmc.driver import run
 
     return run(build(config, comm), restart=args.restart, progress_every=args.every, stop=stop)
+
+
+def cmd_measure(args: argparse.Namespace) -> int:
+    """Final measurement of the newest checkpoint of a run folder (stopped early or running)."""
+    run_dir = Path(args.run_dir)
+    saved = run_dir / "input.toml"
+    if not saved.is_file():
+        raise InputError(f"{run_dir}: not an hpcvmc run folder (no input.toml)")
+    overrides = [f"run.output={json.dumps(str(run_dir))}"]
+    if args.steps is not None:
+        overrides.append(f"run.measure_steps={args.steps}")
+    config = load(saved, overrides=overrides)
+    if config.run.measure_steps == 0:
+        raise InputError(f"{saved}: run.measure_steps = 0; give the number with --steps")
+    comm = _init(config)
+    from hpcvmc.build import build
+    from hpcvmc.driver import measure_newest
+    from hpcvmc.progress import Progress
+
+    return measure_newest(build(config, comm), Progress(0, comm.is_root).message)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -249,6 +270,22 @@ def cmd_reference(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_transition(args: argparse.Namespace) -> int:
+    """Order parameters of the liquid -> Wigner-crystal transition along an epsilon sweep."""
+    from hpcvmc.analysis.transition import format_table, plot_transition, transition_table
+
+    rows, observables = transition_table(args.run_dirs)
+    if args.png:
+        plot_transition(rows, observables, args.png)
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    print(format_table(rows))
+    if args.png:
+        print(f"wrote {args.png}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hpcvmc", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"hpcvmc {__version__}")
@@ -267,6 +304,10 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--restart", metavar="CKPT.h5", help="start from this checkpoint")
     q.add_argument("--every", type=int, default=1, help="batch mode: print every N steps")
     q.set_defaults(func=cmd_run)
+    q = sub.add_parser("measure", help="final measurement of a run folder's newest checkpoint")
+    q.add_argument("run_dir")
+    q.add_argument("--steps", type=int, help="sampler steps (default: the run's measure_steps)")
+    q.set_defaults(func=cmd_measure)
     q = with_input("validate", "check an input file")
     q.add_argument("--ranks", type=int, default=1, help="check for this many MPI ranks")
     q.set_defaults(func=cmd_validate)
@@ -292,6 +333,12 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--json", action="store_true")
     q.add_argument("--png", metavar="FILE", help="write the maps (mean and spread) to FILE")
     q.set_defaults(func=cmd_attention)
+    q = sub.add_parser("transition",
+                       help="order parameters (|rho_K|, S(K), sublattices) of a moire epsilon sweep")
+    q.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="measured moire run folders")
+    q.add_argument("--json", action="store_true")
+    q.add_argument("--png", metavar="FILE", help="order parameters vs epsilon and density maps")
+    q.set_defaults(func=cmd_transition)
     return p
 
 

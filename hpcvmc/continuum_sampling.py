@@ -127,6 +127,8 @@ class GaussianSampler:
                step: int | jax.Array, purpose: int = PURPOSE_STEP) -> tuple[Batch, GaussianState]:
         """Discard ``discard`` sweeps, record ``samples_per_chain`` samples ``sweeps`` sweeps apart,
         then adapt the widths to this step's acceptance. Jittable (``step`` may be traced).
+        log psi of the current positions is recomputed with ``params`` first (the state carries
+        that of the previous parameters; see :meth:`hpcvmc.sampling.ExchangeSampler.sample`).
 
         Args:
             logpsi: the model's log psi(params, x).
@@ -140,6 +142,7 @@ class GaussianSampler:
             (Batch(x, None) with x of shape (n_chains_local, samples_per_chain, N, 2), new state).
         """
         keys = chain_keys(self.seed, purpose, chain_ids, step)
+        state = state._replace(logpsi=logpsi(params, state.x))  # the parameters changed since
         start = state
         state = self._sweeps(logpsi, params, state, keys, 0, self.discard)
 

@@ -316,17 +316,41 @@ def run(setup: Setup, restart: str | None = None, progress_every: int = 1,
     return EXIT_OK
 
 
-def _measure_if_missing(setup: Setup, state: RunState, say: Callable[[str], None]) -> None:
+def measure_newest(setup: Setup, say: Callable[[str], None]) -> int:
+    """The final measurement of the newest valid checkpoint in ``run.output`` (collective).
+
+    For a run stopped before its last step or still going: the energy (and moire observables)
+    of the parameters of its newest checkpoint, written to ``final.json`` like the measurement
+    at the end of a run (nothing is done when ``final.json`` already holds that step). A run
+    resumed later measures again at its own end.
+
+    Raises:
+        InputError: no valid checkpoint, or one of a different input.
+    """
+    out = Path(setup.config.run.output)
+    snap = ckpt.newest_valid(out, warn=say)
+    if snap is None:
+        raise InputError(f"{out}: no valid checkpoint to measure")
+    _check_compatible(setup, snap, str(out), say)
+    state = restore(setup, snap, out / "checkpoints" / ckpt.checkpoint_name(snap.step))
+    if not _measure_if_missing(setup, state, say):
+        say(f"{out / FINAL_FILE} already holds the measurement of step {state.step}")
+    return EXIT_OK
+
+
+def _measure_if_missing(setup: Setup, state: RunState, say: Callable[[str], None]) -> bool:
     """The final measurement (``run.measure_steps`` > 0) unless ``final.json`` has this step.
 
     Also runs when a finished run is started again after being killed during its measurement.
+    Returns whether it measured.
     """
     n_steps = setup.config.run.measure_steps
     done = read_final(setup.config.run.output)
     if n_steps == 0 or (done is not None and done.get("step") == state.step
                         and done.get("measure_steps") == n_steps):
-        return
+        return False
     say(f"final measurement: {n_steps} steps with the parameters of step {state.step}")
     result = final_measurement(setup, state.params, state.chains, state.step, n_steps)
     say(f"final: {result['summary']} ({result['n_samples']} samples); "
         f"in {Path(setup.config.run.output) / FINAL_FILE}")
+    return True

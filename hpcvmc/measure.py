@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -36,8 +37,52 @@ from hpcvmc.stats import combine_steps, summarize, summarize_weighted
 FINAL_FILE = "final.json"
 
 
+def sample_fixed(setup: Setup, params: Any, chains: Any, n_steps: int,
+                 collect: Callable[[Any, jax.Array], Any] | None = None, acc: Any = None,
+                 ) -> tuple[tuple[float, float, float], Any, Any]:
+    """``n_steps`` sampler steps with fixed parameters: the energy and, optionally, more sums.
+
+    Step k samples with the stream (PURPOSE_MEASURE, k), evaluates the local energy of every
+    sample and, when ``collect`` is given, updates ``acc = collect(acc, x)`` with this rank's
+    samples x (jittable; the caller reduces ``acc`` over the ranks). Collective.
+
+    Args:
+        setup: the built run (a Markov-chain sampler).
+        params: the parameters, held fixed.
+        chains: this rank's chains.
+        n_steps: sampler steps (>= 1).
+        collect: optional accumulator update.
+        acc: its initial value.
+
+    Returns:
+        ``((mean, error, variance), acc, chains)``: the energy combined over the steps
+        (:func:`hpcvmc.stats.combine_steps`, totals in the system's unit), the accumulator and
+        the chains after the last step.
+    """
+    comm, system = setup.comm, setup.system
+    chain_ids = jnp.asarray(setup.chain_ids)
+
+    @jax.jit
+    def one_step(chains: Any, acc: Any, step: jax.Array) -> tuple[Any, Any, Any]:
+        batch, chains = setup.sampler.sample(setup.logpsi, params, chains, chain_ids, step,
+                                             purpose=PURPOSE_MEASURE)
+        x = batch.x.reshape((-1,) + batch.x.shape[2:])
+        e_loc = system.local_energy(setup.logpsi, params, x)
+        stats = summarize(e_loc.reshape(batch.x.shape[:2]), comm)
+        return chains, acc if collect is None else collect(acc, x), stats
+
+    means, errors, variances = [], [], []
+    for step in range(n_steps):
+        chains, acc, stats = one_step(chains, acc, jnp.asarray(step))
+        means.append(float(jnp.real(stats.mean)))
+        errors.append(float(stats.error))
+        variances.append(float(stats.variance))
+    return combine_steps(means, errors, variances), acc, chains
+
+
 def _energy_steps(setup: Setup, params: Any, chains: Any, n_steps: int) -> tuple[float, float, float, int]:
-    """(mean, error, variance, n_samples) of the local energy over ``n_steps`` sampler steps."""
+    """(mean, error, variance, n_samples) of the local energy over ``n_steps`` sampler steps
+    (one full sum with the exact sampler)."""
     comm, system = setup.comm, setup.system
     if isinstance(setup.config.sampler, ExactSamplerConfig):
         batch = jax.jit(lambda p: setup.sampler.sample(setup.logpsi, p, comm))(params)
@@ -46,23 +91,7 @@ def _energy_steps(setup: Setup, params: Any, chains: Any, n_steps: int) -> tuple
         stats = summarize_weighted(e_loc, batch.weights.reshape(-1), comm)
         n_states = int(comm.sum(jnp.asarray(e_loc.shape[0])))
         return float(jnp.real(stats.mean)), 0.0, float(stats.variance), n_states
-    chain_ids = jnp.asarray(setup.chain_ids)
-
-    @jax.jit
-    def one_step(chains: Any, step: jax.Array) -> tuple[Any, Any]:
-        batch, chains = setup.sampler.sample(setup.logpsi, params, chains, chain_ids, step,
-                                             purpose=PURPOSE_MEASURE)
-        x = batch.x.reshape((-1,) + batch.x.shape[2:])
-        e_loc = system.local_energy(setup.logpsi, params, x)
-        return chains, summarize(e_loc.reshape(batch.x.shape[:2]), comm)
-
-    means, errors, variances = [], [], []
-    for step in range(n_steps):
-        chains, stats = one_step(chains, jnp.asarray(step))
-        means.append(float(jnp.real(stats.mean)))
-        errors.append(float(stats.error))
-        variances.append(float(stats.variance))
-    mean, error, variance = combine_steps(means, errors, variances)
+    (mean, error, variance), _, _ = sample_fixed(setup, params, chains, n_steps)
     return mean, error, variance, n_steps * setup.config.sampler.n_samples
 
 

@@ -33,9 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hpcvmc.sampling import PURPOSE_MEASURE
+from hpcvmc.measure import sample_fixed
 from hpcvmc.parallel import Comm
-from hpcvmc.stats import combine_steps, summarize
 from hpcvmc.systems.moire_lattice import G_NORM, moire_sites, sqrt3_sublattice, supercell_reciprocal
 
 OBSERVABLES_FILE = "observables.h5"
@@ -268,63 +267,10 @@ def measure(setup: Any, params: Any, chains: Any, n_steps: int, geometry: Geomet
         (observables, the chains after the measurement).
     """
     geometry = make_geometry(setup.system) if geometry is None else geometry
-    comm: Comm = setup.comm
-    chain_ids = jnp.asarray(setup.chain_ids)
-
-    @jax.jit
-    def one_step(chains: Any, acc: Accumulator, step: jax.Array) -> tuple[Any, Accumulator, Any]:
-        batch, chains = setup.sampler.sample(setup.logpsi, params, chains, chain_ids, step,
-                                             purpose=PURPOSE_MEASURE)
-        x = batch.x.reshape((-1,) + batch.x.shape[2:])
-        e_loc = setup.system.local_energy(setup.logpsi, params, x)
-        stats = summarize(e_loc.reshape(batch.x.shape[:2]), comm)
-        return chains, accumulate(acc, x, geometry), stats
-
-    acc = empty(geometry)
-    means, errors, variances = [], [], []
-    for step in range(n_steps):
-        chains, acc, stats = one_step(chains, acc, jnp.asarray(step))
-        means.append(float(jnp.real(stats.mean)))
-        errors.append(float(stats.error))
-        variances.append(float(stats.variance))
-    acc = jax.jit(lambda a: reduce(a, comm))(acc)
-    return finalize(acc, geometry, combine_steps(means, errors, variances)), chains
-
-
-def measure_run(run_dir: str | Path, n_steps: int, comm: Comm) -> Observables:
-    """Measure the newest checkpoint of a run folder; rank 0 writes observables.h5 and the PNGs.
-
-    Builds the run from ``RUN_DIR/input.toml``, restores the newest valid checkpoint (its
-    parameters and chains, redistributed over this rank count) and calls :func:`measure`.
-    Collective: every rank must call it.
-
-    Args:
-        run_dir: the run's output folder.
-        n_steps: measurement steps.
-        comm: the communicator.
-
-    Returns:
-        The observables (equal on every rank).
-
-    Raises:
-        hpcvmc.config.InputError: no input or no valid checkpoint in ``run_dir``.
-    """
-    from hpcvmc import checkpoint as ckpt
-    from hpcvmc.build import build
-    from hpcvmc.config import InputError, load
-    from hpcvmc.driver import INPUT_FILE, restore
-
-    run_dir = Path(run_dir)
-    setup = build(load(run_dir / INPUT_FILE), comm)
-    snap = ckpt.newest_valid(run_dir)
-    if snap is None:
-        raise InputError(f"{run_dir}: no valid checkpoint to measure")
-    state = restore(setup, snap, ckpt.checkpoint_dir(run_dir) / ckpt.checkpoint_name(snap.step))
-    obs, _ = measure(setup, state.params, state.chains, n_steps)
-    if comm.is_root:
-        write_observables(run_dir, obs)
-        plot_observables(run_dir)
-    return obs
+    energy, acc, chains = sample_fixed(setup, params, chains, n_steps,
+                                       lambda acc, x: accumulate(acc, x, geometry), empty(geometry))
+    acc = jax.jit(lambda a: reduce(a, setup.comm))(acc)
+    return finalize(acc, geometry, energy), chains
 
 
 def write_observables(run_dir: str | Path, obs: Observables) -> Path:
@@ -365,21 +311,12 @@ def _pyplot() -> Any:
     return plt
 
 
-def plot_density(obs: Observables, out: str | Path) -> Path:
-    """PNG of rho(r) over the supercell with the moire sites marked by sqrt3 sublattice.
-
-    Args:
-        obs: measured observables.
-        out: the PNG path.
-
-    Returns:
-        The path written.
-    """
-    plt = _pyplot()
+def draw_density(fig: Any, ax: Any, obs: Observables) -> None:
+    """Draw rho(r) over the supercell into ``ax`` (colour bar on ``fig``), moire sites by sqrt3
+    sublattice, with N, samples, energy and <|rho_K|> in the title."""
     m1, m2 = obs.density.shape
     a, b = np.meshgrid(np.arange(m1 + 1) / m1, np.arange(m2 + 1) / m2, indexing="ij")
     corners = np.stack([a, b], axis=-1) @ obs.cell
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
     mesh = ax.pcolormesh(corners[..., 0], corners[..., 1], obs.density, cmap="viridis",
                          shading="flat")
     fig.colorbar(mesh, ax=ax, label=r"$\rho(r)$ ($a_M^{-2}$)", shrink=0.7)
@@ -398,6 +335,21 @@ def plot_density(obs: Observables, out: str | Path) -> Path:
     ax.set_xlabel(r"$x$ ($a_M$)")
     ax.set_ylabel(r"$y$ ($a_M$)")
     ax.legend(fontsize=7, loc="upper left", facecolor="0.35", labelcolor="w", framealpha=0.8)
+
+
+def plot_density(obs: Observables, out: str | Path) -> Path:
+    """PNG of rho(r) over the supercell with the moire sites marked by sqrt3 sublattice.
+
+    Args:
+        obs: measured observables.
+        out: the PNG path.
+
+    Returns:
+        The path written.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    draw_density(fig, ax, obs)
     fig.tight_layout()
     fig.savefig(out, dpi=130)
     plt.close(fig)

@@ -144,8 +144,14 @@ class ExchangeSampler:
                step: int | jax.Array, purpose: int = PURPOSE_STEP) -> tuple[Batch, ChainState]:
         """Discard ``discard`` sweeps, then record ``samples_per_chain`` samples per chain,
         ``sweeps`` sweeps apart. Jittable (``step`` may be traced); ``purpose`` tags the
-        streams (PURPOSE_STEP while optimizing, PURPOSE_MEASURE in the final measurement)."""
+        streams (PURPOSE_STEP while optimizing, PURPOSE_MEASURE in the final measurement).
+
+        log psi of the chains' current configurations is first recomputed with ``params``: the
+        one carried in the state belongs to the parameters of the previous call, and comparing
+        a proposal against it would break detailed balance (an update that lowers log psi
+        everywhere by a constant would freeze every chain)."""
         keys = chain_keys(self.seed, purpose, chain_ids, step)
+        state = state._replace(logpsi=logpsi(params, state.x))  # the parameters changed since
         moves_per_sample = self.sweeps * self.n_sites
         n_moves = self.discard * self.n_sites + self.samples_per_chain * moves_per_sample
         pair_idx, log_u = self._draws(keys, n_moves)

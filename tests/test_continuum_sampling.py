@@ -79,3 +79,19 @@ def test_width_adapts_toward_the_target_acceptance():
     rate = np.sum(after.accepted - state.accepted) / np.sum(after.proposed - state.proposed)
     assert 0.3 < rate < 0.7, rate
     assert set(GaussianSampler.State._fields) >= {"x", "logpsi", "accepted", "proposed", "width"}
+
+
+def test_samples_do_not_depend_on_a_constant_added_to_log_psi():
+    """As for the exchange sampler: the state's log psi belongs to the previous parameters and
+    must be recomputed, or a constant shift of log psi freezes (or frees) every chain."""
+    system, model, params, sampler = _setup(n_electrons=3, supercell=[[1, 1], [2, -1]],
+                                            samples_per_chain=4, burn_in=20)
+    logpsi = _logpsi(model)
+    ids = jnp.arange(6)
+    state = sampler.init(logpsi, params, ids)
+    same, same_state = sampler.sample(logpsi, params, state, ids, 1)
+    for shift in (-30.0, 30.0):
+        moved, new_state = sampler.sample(lambda p, x, s=shift: logpsi(p, x) + s, params, state,
+                                          ids, 1)
+        np.testing.assert_allclose(np.asarray(moved.x), np.asarray(same.x), rtol=0, atol=1e-12)
+        np.testing.assert_array_equal(np.asarray(new_state.accepted), np.asarray(same_state.accepted))

@@ -7,9 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from hpcvmc import checkpoint as ckpt
 from hpcvmc import config as C
 from hpcvmc.build import build
 from hpcvmc.cli import main
+from hpcvmc.driver import restore
 from hpcvmc.measure import FINAL_FILE, final_measurement
 from hpcvmc.parallel import SERIAL
 from hpcvmc.reference import lattice_ed
@@ -106,3 +108,22 @@ def test_driver_measures_once_at_the_end_and_again_when_the_result_is_missing(tm
     assert json.loads(final.read_text()) == first  # the same streams: the same numbers
     assert main(["inspect", str(tmp_path / "run"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["final"] == first
+
+
+def test_measure_command_measures_the_newest_checkpoint(tmp_path, capsys):
+    """`hpcvmc measure` on a folder: the exact sampler gives the dense energy of its checkpoint."""
+    path = tmp_path / "run.toml"
+    path.write_text(_input("exact", tmp_path / "run", run_keys="steps = 4\ncheckpoint_every = 2"))
+    assert main(["run", str(path)]) == 0
+    assert main(["measure", str(tmp_path / "run")]) == 2  # measure_steps = 0 and no --steps
+    assert "--steps" in capsys.readouterr().err
+    assert main(["measure", str(tmp_path / "run"), "--steps", "1"]) == 0
+    result = json.loads((tmp_path / "run" / FINAL_FILE).read_text())
+    setup = build(C.loads(path.read_text()), SERIAL)
+    snap = ckpt.newest_valid(tmp_path / "run")
+    params = restore(setup, snap, tmp_path / "run" / "checkpoints" / ckpt.checkpoint_name(4)).params
+    assert result["step"] == 4 and result["measure_steps"] == 1
+    assert result["energy"]["mean"] == pytest.approx(_dense_energy(setup, params), rel=1e-12)
+    capsys.readouterr()
+    assert main(["measure", str(tmp_path / "run"), "--steps", "1"]) == 0
+    assert "already holds" in capsys.readouterr().out

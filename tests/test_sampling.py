@@ -69,3 +69,24 @@ def test_exact_sampler_weights_are_born_probabilities():
     np.testing.assert_allclose(
         np.asarray(batch.weights[0]), _exact_probabilities(logpsi, params, sampler.configurations),
         rtol=1e-12)
+
+
+def test_samples_do_not_depend_on_a_constant_added_to_log_psi():
+    """The chains carry log psi of the previous parameters; after an update that shifts log psi
+    by a constant (|psi|^2 unchanged up to normalization) the samples must be the same."""
+    system = J1J2(L=4)
+    logpsi, params = _model_and_params(16, scale=0.3)
+    sampler = ExchangeSampler(n_sites=16, pairs=system.exchange_pairs(), samples_per_chain=4,
+                              sweeps=1, burn_in=5, discard=0, seed=3)
+    chains = jnp.arange(8)
+    state = sampler.init(logpsi, params, chains)
+    for shift in (-30.0, 30.0):
+        def shifted(p, x, shift=shift):
+            return logpsi(p, x) + shift
+
+        same, _ = sampler.sample(logpsi, params, state, chains, 1)
+        moved, new_state = sampler.sample(shifted, params, state, chains, 1)
+        np.testing.assert_array_equal(np.asarray(moved.x), np.asarray(same.x))
+        np.testing.assert_allclose(np.asarray(new_state.logpsi),
+                                   np.asarray(shifted(params, new_state.x)), rtol=1e-12)
+    assert len({tuple(c) for c in np.asarray(same.x).reshape(-1, 16)}) > 8  # the chains move

@@ -161,6 +161,20 @@ def test_batch_shapes_and_seeded_init() -> None:
     assert np.max(np.abs(log_psi.real)) < 0.1 and np.max(np.abs(log_psi.imag)) < 1.0
 
 
+def test_fresh_standard_attention_on_single_sites_is_not_uniform() -> None:
+    """With single-site tokens and a zero positional bias a fresh standard-attention ViT depends
+    on the configuration only through the magnetization (constant on Sz = 0 to rounding); the
+    random initial bias must break that, as a random a does for factored attention."""
+    model = ViT(L=4, d_model=16, n_heads=4, n_layers=2, attention="standard", patch=1)
+    x = random_configs(6, side=4)
+    params = model.init(jax.random.PRNGKey(0), jnp.asarray(x))
+    spread = np.ptp(np.asarray(model.apply(params, x)).real)
+    zero_bias = jax.tree_util.tree_map_with_path(
+        lambda path, v: jnp.zeros_like(v) if "pos_bias" in jax.tree_util.keystr(path) else v,
+        params)
+    assert np.ptp(np.asarray(model.apply(zero_bias, x)).real) < 1e-12 < 1e-6 < spread
+
+
 def test_attention_weights_are_sown() -> None:
     model = make_model("standard", "full")
     params = random_params(model)

@@ -33,7 +33,13 @@ Deviations from the published model (the authors' public code: NetKet ViT tutori
   ``Re log psi ~ (sum_k (Re w_k)^2 - (Im w_k)^2) / 2 + O(w^4) = O(scale^4)`` and
   ``Im log psi = O(scale^2 sqrt(d))``: a fresh model is close to the uniform state. With scale 1
   the fresh model has log psi of order d and occasional near-zeros of cosh.
-- The positional bias P of standard attention starts at zero (uniform attention bias).
+- The positional bias P of standard attention starts from N(0, ``POSITION_BIAS_INIT^2``),
+  not from zero. With P = 0 and single-site tokens (b = 1) a fresh standard-attention model
+  depends on the configuration only through the magnetization: the logits q_i . k_j depend on
+  the two spins alone, so every token sees the same spin-weighted average of the others, and the
+  sum over tokens is a constant in the Sz = 0 sector. Such a run starts from the exactly uniform
+  state (acceptance 1) and has to break the degeneracy through P first; a random P gives it
+  position-dependent weights from the start, as the random a of factored attention does.
 - The factored weights a start from N(0, 1/T) (variance chosen so that ``sum_j alpha_ij v_j``
   keeps unit variance); the published code draws them Glorot-uniform, of the same order.
 - Standard attention with a relative positional bias inside the softmax is this project's
@@ -84,6 +90,8 @@ SYMMETRIZE_MODES = ("none", "translations", "full")
 DTYPES = ("float64", "float32")
 HEAD_SCALE_INIT = 0.1
 """Initial scale of the two output LayerNorms (see the module docstring)."""
+POSITION_BIAS_INIT = 1.0
+"""Standard deviation of the initial relative positional bias P of standard attention."""
 
 _KERNEL_INIT = nn.initializers.xavier_uniform()
 _LOG_2 = math.log(2.0)
@@ -355,7 +363,10 @@ class StandardAttention(nn.Module):
             for name in ("query", "key", "value")
         )
         bias = self.param(
-            "pos_bias", nn.initializers.zeros, (self.n_heads, self.n_side, self.n_side), self.dtype
+            "pos_bias",
+            nn.initializers.normal(POSITION_BIAS_INIT),
+            (self.n_heads, self.n_side, self.n_side),
+            self.dtype,
         )
         logits = jnp.einsum("bikc,bjkc->bkij", q, k) / math.sqrt(self.d_model // self.n_heads)
         alpha = jax.nn.softmax(logits + relative_matrix(bias), axis=-1)
