@@ -42,26 +42,24 @@ class Stepper:
     """One input's jitted driver step and its evolving state."""
 
     def __init__(self, job: str, overrides: list[str], comm: Any) -> None:
-        import jax.numpy as jnp
-
         from hpcvmc.driver import fresh_state, make_step
 
         self.setup = common.build_setup(job, overrides, comm)
         self.state = fresh_state(self.setup)
         self.step_fn = make_step(self.setup)
         self.n_params = common.count_params(self.state.params)
-        self._jnp = jnp
         self.seconds: list[float] = []
 
     def step(self, barrier: Any) -> float:
         """Run one step (all ranks start together); returns its wall seconds."""
         import jax
+        import jax.numpy as jnp
 
         s = self.state
         barrier()
         t0 = time.perf_counter()
         result = jax.block_until_ready(
-            self.step_fn(s.params, s.opt_state, s.chains, self._jnp.asarray(s.step)))
+            self.step_fn(s.params, s.opt_state, s.chains, jnp.asarray(s.step)))
         seconds = time.perf_counter() - t0
         self.state = s._replace(step=s.step + 1, params=result.params,
                                 opt_state=result.opt_state, chains=result.chains)

@@ -35,6 +35,7 @@ from matplotlib.figure import Figure
 
 from hpcvmc.config import InputError, MoireConfig, load
 from hpcvmc.observables import OBSERVABLES_FILE, Observables, draw_density, read_observables
+from hpcvmc.systems.moire_lattice import MoireParameters
 
 
 def site_occupations(obs: Observables) -> np.ndarray:
@@ -103,8 +104,6 @@ def read_run(run_dir: str | Path) -> tuple[dict[str, Any], Observables]:
     obs = read_observables(path)
     if len(obs.k_points) == 0:
         raise InputError(f"{run_dir}: its supercell has no moire K points (no sqrt3 order)")
-    from hpcvmc.systems.moire_lattice import MoireParameters
-
     energy, error = obs.energy_per_electron_meV
     row = {"run": str(run_dir), "epsilon": config.system.epsilon,
            "U": MoireParameters.from_config(config.system).U, "n_electrons": obs.n_electrons,
