@@ -142,7 +142,8 @@ def build(config: C.Config, comm: Comm) -> Setup:
         system = dataclasses.replace(system, chunk_size=max(1, system.chunk_size // terms))
     scfg = config.sampler
     if isinstance(scfg, C.ExactSamplerConfig):
-        sampler: Any = ExactSampler.for_sites(system.n_sites, comm)
+        sampler: Any = (ExactSampler.for_orbits(system.L, comm) if scfg.orbits
+                        else ExactSampler.for_sites(system.n_sites, comm))
         chain_ids = np.zeros(0, dtype=np.int64)
     else:
         sampler = _chain_sampler(scfg, system, config.run.seed)

@@ -399,11 +399,21 @@ class ExactSamplerConfig:
     """Full sum over the Sz = 0 sector, weights |psi|^2 (no Monte Carlo noise)."""
 
     type: str = option("exact", "Sampler type.")
+    orbits: bool = option(
+        False, "Sum over one configuration per orbit of the space group x spin flip, weighted by "
+        "the orbit size (exact for a model projected with model.symmetrize = 'full'; 4 x 4: 107 "
+        "configurations instead of 12,870)."
+    )
 
     def validate(self, cfg: Config) -> None:
-        """The sector must be small enough to enumerate."""
+        """The sector must be small enough to enumerate; orbits need a G-invariant model."""
         if not isinstance(cfg.system, J1J2Config):
             raise InputError("sampler.type = 'exact' needs a lattice system (system.type = 'j1j2')")
+        if self.orbits and not (isinstance(cfg.model, ViTConfig) and cfg.model.symmetrize == "full"):
+            raise InputError(
+                "sampler.orbits = true needs a wave function invariant under the space group x "
+                "spin flip (model.type = 'vit' with model.symmetrize = 'full')"
+            )
         n = cfg.system.n_sites
         size = math.comb(n, n // 2)
         if size > EXACT_SAMPLER_MAX_STATES:

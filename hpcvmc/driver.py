@@ -174,14 +174,17 @@ def restore(setup: Setup, snap: ckpt.Snapshot, source: Path) -> RunState:
     """Turn a checkpoint into this run's state, redistributing chains over this rank count.
 
     The parameter template is shape-only (``jax.eval_shape``): no initializer runs, so
-    starting orbitals (a Hartree-Fock solve) are never computed for a resume.
+    starting orbitals (a Hartree-Fock solve) are never computed for a resume. A checkpoint
+    without chains (exact sampler) continued with Markov chains burns in new ones.
     """
     params_t = jax.eval_shape(setup.init_params)
     params = ckpt.restore_tree(params_t, snap.params, "params", source)
     opt_state_t = jax.eval_shape(setup.optimizer.init, params_t)
     opt_state = ckpt.restore_tree(opt_state_t, snap.opt_state, "opt_state", source)
     chains = None
-    if snap.chains is not None and len(setup.chain_ids):
+    if len(setup.chain_ids) and snap.chains is None:  # written by the exact sampler
+        chains = _burnt_in_chains(setup, params)
+    elif len(setup.chain_ids):
         n_chains = setup.config.sampler.n_chains
         all_chains = ckpt.redistribute_chains(snap.chains, n_chains)
         local = {k: jnp.asarray(v[setup.chain_ids]) for k, v in all_chains.items()}
@@ -193,10 +196,13 @@ def restore(setup: Setup, snap: ckpt.Snapshot, source: Path) -> RunState:
 def fresh_state(setup: Setup) -> RunState:
     """Initial parameters, optimizer state and burnt-in chains."""
     params = setup.init_params()
-    chains = None
-    if len(setup.chain_ids):
-        chains = jax.jit(lambda p: setup.sampler.init(setup.logpsi, p, jnp.asarray(setup.chain_ids)))(params)
+    chains = _burnt_in_chains(setup, params) if len(setup.chain_ids) else None
     return RunState(0, params, setup.optimizer.init(params), chains, {k: [] for k in HISTORY_KEYS})
+
+
+def _burnt_in_chains(setup: Setup, params: Any) -> ChainState:
+    """This rank's Markov chains, started and burnt in with ``params``."""
+    return jax.jit(lambda p: setup.sampler.init(setup.logpsi, p, jnp.asarray(setup.chain_ids)))(params)
 
 
 def prepare_output(setup: Setup, restart: str | None, say: Callable[[str], None]) -> RunState:

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hpcvmc.parallel import Comm
-from hpcvmc.systems.lattice import sz0_configurations
+from hpcvmc.systems.lattice import symmetry_orbits, sz0_configurations
 
 LogPsi = Callable[[object, jax.Array], jax.Array]
 
@@ -177,31 +177,52 @@ class ExchangeSampler:
 class ExactSampler:
     """Full sum over the Sz = 0 sector: every configuration with weight |psi|^2 / Z.
 
-    The enumerated configurations are split evenly over ranks (padded with copies of the last
+    With ``orbits`` (:meth:`for_orbits`) the sum runs over one configuration per orbit of the
+    space group x spin flip, weighted by the orbit size m_r: p_r = m_r |psi(r)|^2 / Z. For a
+    G-invariant psi and Hamiltonian this gives the same expectation values, forces and quantum
+    geometric tensor as the full sum (every member of an orbit has the same psi, local energy
+    and d log psi / d theta), at 1/|G| of the cost (4 x 4: 107 configurations for 12,870).
+
+    The configurations are split evenly over ranks (padded with copies of the last
     configuration that get weight 0), so that expectation values are exact and deterministic.
 
     Attributes:
         configurations: this rank's share, shape (n_local, n_sites).
         valid: mask of real (non-padding) rows, shape (n_local,).
+        log_multiplicity: log m_r of every row (0 for the plain sum), shape (n_local,).
     """
 
     configurations: np.ndarray
     valid: np.ndarray
+    log_multiplicity: np.ndarray
 
     @staticmethod
     def for_sites(n_sites: int, comm: Comm) -> "ExactSampler":
         """Enumerate the Sz = 0 sector and keep this rank's contiguous share."""
         states = sz0_configurations(n_sites)
+        return ExactSampler._share(states, np.ones(len(states)), comm)
+
+    @staticmethod
+    def for_orbits(L: int, comm: Comm) -> "ExactSampler":
+        """One configuration per symmetry orbit of the L x L sector, weighted by orbit size."""
+        representatives, sizes = symmetry_orbits(L)
+        return ExactSampler._share(representatives, sizes, comm)
+
+    @staticmethod
+    def _share(states: np.ndarray, multiplicity: np.ndarray, comm: Comm) -> "ExactSampler":
+        """This rank's contiguous share of the rows, padded to equal length on every rank."""
         per_rank = -(-len(states) // comm.size)
-        padded = np.concatenate([states, np.repeat(states[-1:], per_rank * comm.size - len(states), 0)])
+        pad = per_rank * comm.size - len(states)
+        padded = np.concatenate([states, np.repeat(states[-1:], pad, 0)])
+        log_m = np.log(np.concatenate([multiplicity, np.ones(pad)]))
         valid = np.arange(per_rank * comm.size) < len(states)
         rows = slice(comm.rank * per_rank, (comm.rank + 1) * per_rank)
-        return ExactSampler(padded[rows], valid[rows])
+        return ExactSampler(padded[rows], valid[rows], log_m[rows])
 
     def sample(self, logpsi: LogPsi, params: object, comm: Comm) -> Batch:
         """All configurations with their normalized weights (jittable)."""
         x = jnp.asarray(self.configurations)
-        log_p = 2.0 * logpsi(params, x).real
+        log_p = 2.0 * logpsi(params, x).real + jnp.asarray(self.log_multiplicity)
         log_p = jnp.where(jnp.asarray(self.valid), log_p, -jnp.inf)
         shift = comm.max(jnp.max(log_p))
         p = jnp.exp(log_p - shift)

@@ -68,6 +68,15 @@ def test_exact_sampler_refuses_large_lattice():
         C.loads(text, overrides=["system.L=6"])
 
 
+def test_orbit_sum_needs_a_fully_projected_model():
+    text = QUICKSTART.read_text()
+    start = text.index("[sampler]")
+    text = text[:start] + '[sampler]\ntype = "exact"\norbits = true\n\n' + text[text.index("[optimizer]"):]
+    assert C.loads(text, overrides=["model.symmetrize=full"]).sampler.orbits
+    with pytest.raises(C.InputError, match="sampler.orbits = true needs .* model.symmetrize = 'full'"):
+        C.loads(text, overrides=["model.symmetrize=translations"])
+
+
 def test_chains_must_divide_ranks():
     cfg = C.load(QUICKSTART, overrides=["sampler.n_chains=3", "sampler.n_samples=30"])
     C.check_ranks(cfg, 1)

@@ -1,4 +1,4 @@
-"""Samplers against exact |psi|^2 on a space small enough to enumerate."""
+"""Samplers against exact |psi|^2 on a space small enough to enumerate; symmetry orbits."""
 
 import jax
 import jax.numpy as jnp
@@ -8,7 +8,12 @@ import scipy.stats
 from hpcvmc.models.rbm import RBM
 from hpcvmc.parallel import SERIAL
 from hpcvmc.sampling import ExactSampler, ExchangeSampler
-from hpcvmc.systems.lattice import J1J2, sz0_configurations
+from hpcvmc.systems.lattice import (
+    J1J2,
+    space_group_with_spin_flip,
+    symmetry_orbits,
+    sz0_configurations,
+)
 
 
 def _model_and_params(n_sites: int, scale: float = 0.6):
@@ -90,3 +95,19 @@ def test_samples_do_not_depend_on_a_constant_added_to_log_psi():
         np.testing.assert_allclose(np.asarray(new_state.logpsi),
                                    np.asarray(shifted(params, new_state.x)), rtol=1e-12)
     assert len({tuple(c) for c in np.asarray(same.x).reshape(-1, 16)}) > 8  # the chains move
+
+
+def test_symmetry_orbits_match_burnside_and_stabilizers():
+    """Orbit count = (1/|G|) sum_g |Fix(g)| (Burnside); each orbit size = |G| / |Stab(r)|."""
+    side = 4
+    representatives, sizes = symmetry_orbits(side)
+    states = sz0_configurations(side * side)
+    ops = list(zip(*space_group_with_spin_flip(side)))
+    assert len({(tuple(p), f) for p, f in ops}) == len(ops) == 256
+    fixed = sum(np.sum(np.all(flip * states[:, perm] == states, axis=1)) for perm, flip in ops)
+    assert fixed % len(ops) == 0 and len(representatives) == fixed // len(ops) == 107
+    stabilizers = sum(np.all(flip * representatives[:, perm] == representatives, axis=1)
+                      for perm, flip in ops)
+    np.testing.assert_array_equal(sizes, len(ops) // stabilizers)
+    assert sizes.sum() == len(states) and np.all(representatives.sum(axis=1) == 0)
+

@@ -14,6 +14,7 @@ from hpcvmc.build import Setup, build
 from hpcvmc.config import Config
 from hpcvmc.driver import restore
 from hpcvmc.parallel import Comm
+from hpcvmc.systems.lattice import space_group_with_spin_flip
 
 
 def sample_from_checkpoint(config: Config, comm: Comm, path: Path,
@@ -34,7 +35,12 @@ def sample_from_checkpoint(config: Config, comm: Comm, path: Path,
         rng = np.random.default_rng(config.run.seed)
         weights = np.asarray(batch.weights[0])
         rows = rng.choice(len(weights), size=n_samples, p=weights / weights.sum())
-        return setup, state.params, np.asarray(batch.x[0])[rows]
+        x = np.asarray(batch.x[0])[rows]
+        if config.sampler.orbits:  # a uniform member of each drawn orbit: a random g of G
+            perms, flips = space_group_with_spin_flip(config.system.L)
+            g = rng.integers(len(flips), size=n_samples)
+            x = flips[g, None] * np.take_along_axis(x, perms[g], axis=1)
+        return setup, state.params, x
     chains, x = state.chains, []
     for k in range(-(-n_samples // (len(setup.chain_ids) * setup.sampler.samples_per_chain))):
         batch, chains = jax.jit(setup.sampler.sample, static_argnums=0)(

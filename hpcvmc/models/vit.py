@@ -73,7 +73,6 @@ Schulz, Ziman & Poilblanc 1996).
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -82,6 +81,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from hpcvmc.systems.lattice import point_group, site_permutation
 
 Array = jax.Array
 
@@ -215,33 +216,6 @@ def extract_patches(x: Array, L: int, patch: int) -> Array:
     return grid.transpose(0, 1, 3, 2, 4).reshape(x.shape[0], n * n, patch * patch)
 
 
-def _point_group() -> list[np.ndarray]:
-    """The 8 signed 2x2 permutation matrices: the point group C4v of the square lattice."""
-    return [
-        np.array(sign)[:, None] * np.eye(2, dtype=int)[list(order)]
-        for order in itertools.permutations(range(2))
-        for sign in itertools.product((1, -1), repeat=2)
-    ]
-
-
-def _site_permutation(L: int, matrix: np.ndarray, shift: tuple[int, int]) -> np.ndarray:
-    """Permutation ``perm`` with ``(g x)_s = x[perm[s]]`` for ``g(u) = M u + t mod L``.
-
-    Args:
-        L: linear lattice size.
-        matrix: integer (2, 2) matrix M acting on site coordinates u = (row, col).
-        shift: translation t = (row shift, col shift).
-
-    Returns:
-        Integer array of shape (L*L,): ``perm[g(u)] = u``.
-    """
-    coords = np.stack(np.divmod(np.arange(L * L), L))
-    image = (matrix @ coords + np.array(shift)[:, None]) % L
-    perm = np.empty(L * L, dtype=int)
-    perm[image[0] * L + image[1]] = np.arange(L * L)
-    return perm
-
-
 def symmetry_operations(L: int, patch: int, symmetrize: str) -> tuple[np.ndarray, np.ndarray]:
     """Group elements summed over by the symmetrization, as site permutations and spin signs.
 
@@ -258,9 +232,9 @@ def symmetry_operations(L: int, patch: int, symmetrize: str) -> tuple[np.ndarray
         ``(perms, signs)`` of shapes (|G|, L*L) (integer) and (|G|,) (+-1).
     """
     shifts = [(0, 0)] if symmetrize == "none" else list(np.ndindex(patch, patch))
-    matrices = _point_group() if symmetrize == "full" else [np.eye(2, dtype=int)]
+    matrices = point_group() if symmetrize == "full" else [np.eye(2, dtype=int)]
     flips = (1, -1) if symmetrize == "full" else (1,)
-    perms = [_site_permutation(L, m, t) for m in matrices for t in shifts]
+    perms = [site_permutation(L, m, t) for m in matrices for t in shifts]
     signs = np.repeat(np.array(flips), len(perms))
     return np.tile(np.array(perms), (len(flips), 1)), signs
 

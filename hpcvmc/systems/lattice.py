@@ -52,6 +52,75 @@ def sublattice_a(L: int) -> np.ndarray:
     return (rows + cols) % 2 == 0
 
 
+def point_group() -> list[np.ndarray]:
+    """The 8 signed 2x2 permutation matrices: the point group C4v of the square lattice."""
+    return [
+        np.array(sign)[:, None] * np.eye(2, dtype=int)[list(order)]
+        for order in itertools.permutations(range(2))
+        for sign in itertools.product((1, -1), repeat=2)
+    ]
+
+
+def site_permutation(L: int, matrix: np.ndarray, shift: tuple[int, int]) -> np.ndarray:
+    """Permutation ``perm`` with ``(g x)_s = x[perm[s]]`` for ``g(u) = M u + t mod L``.
+
+    Args:
+        L: linear lattice size.
+        matrix: integer (2, 2) matrix M acting on site coordinates u = (row, col).
+        shift: translation t = (row shift, col shift).
+
+    Returns:
+        Integer array of shape (L*L,): ``perm[g(u)] = u``.
+    """
+    coords = np.stack(np.divmod(np.arange(L * L), L))
+    image = (matrix @ coords + np.array(shift)[:, None]) % L
+    perm = np.empty(L * L, dtype=int)
+    perm[image[0] * L + image[1]] = np.arange(L * L)
+    return perm
+
+
+def space_group_with_spin_flip(L: int) -> tuple[np.ndarray, np.ndarray]:
+    """All 16 L^2 elements g of (L^2 translations x C4v about site 0) x {1, spin flip}.
+
+    Element g acts as ``(g x)_s = flips[g] * x[perms[g, s]]``.
+
+    Returns:
+        ``(perms, flips)`` of shapes (16 L^2, L^2) (integer) and (16 L^2,) (+-1.0).
+    """
+    perms = np.array([site_permutation(L, matrix, shift)
+                      for matrix in point_group() for shift in np.ndindex(L, L)])
+    return np.concatenate([perms, perms]), np.repeat([1.0, -1.0], len(perms))
+
+
+def symmetry_orbits(L: int) -> tuple[np.ndarray, np.ndarray]:
+    """The Sz = 0 configurations grouped into orbits of the space group x spin flip.
+
+    The group G has 16 L^2 elements: the L^2 translations, the 8 point-group operations C4v
+    about site 0, and the global spin flip x -> -x. A wave function invariant under G (and a
+    Hamiltonian that commutes with G) takes the same value and the same local energy on every
+    configuration of an orbit, so a sum over the sector is a sum over orbits weighted by their
+    sizes: sum_x f(x) = sum_r |orbit(r)| f(r).
+
+    Each orbit is represented by its member with the smallest bit code
+    sum_s [x_s = +1] 2^s.
+
+    Args:
+        L: linear lattice size (the sector must be small enough to enumerate).
+
+    Returns:
+        ``(representatives, sizes)``: shape (n_orbits, L*L) of +-1 floats, and the orbit sizes
+        (int, summing to C(L^2, L^2/2)).
+    """
+    states = sz0_configurations(L * L)
+    powers = 2 ** np.arange(L * L, dtype=np.int64)
+    smallest = np.full(len(states), np.iinfo(np.int64).max)
+    for perm, flip in zip(*space_group_with_spin_flip(L)):
+        smallest = np.minimum(smallest, (flip * states[:, perm] > 0) @ powers)
+    codes, sizes = np.unique(smallest, return_counts=True)
+    representatives = np.where((codes[:, None] >> np.arange(L * L)) & 1, 1.0, -1.0)
+    return representatives, sizes
+
+
 def sz0_configurations(n_sites: int) -> np.ndarray:
     """All configurations with total Sz = 0, shape (C(n, n/2), n_sites), entries +-1 (float)."""
     n_up = n_sites // 2

@@ -61,9 +61,7 @@ TINY = """
 type = "j1j2"
 L = 4
 J2 = 0.5
-[model]
-type = "rbm"
-alpha = 1
+{model}
 [sampler]
 type = "{sampler}"
 {sampler_keys}
@@ -76,13 +74,26 @@ seed = 11
 """
 
 
-@pytest.mark.parametrize("sampler,keys", [
-    ("exchange", "n_chains = 8\nn_samples = 64\nburn_in = 5"),
-    ("exact", ""),
-])
-def test_vmc_steps_equal_a_single_process(comm, sampler, keys):
-    """Energies and parameters after a few steps on R ranks equal the one-process run."""
-    cfg = C.loads(TINY.format(sampler=sampler, sampler_keys=keys))
+RBM = '[model]\ntype = "rbm"\nalpha = 1'
+PROJECTED_VIT = """[model]
+type = "vit"
+patch = 1
+d_model = 4
+n_heads = 1
+n_layers = 1
+symmetrize = "full"
+"""
+
+
+@pytest.mark.parametrize("model,sampler,keys", [
+    (RBM, "exchange", "n_chains = 8\nn_samples = 64\nburn_in = 5"),
+    (RBM, "exact", ""),
+    (PROJECTED_VIT, "exact", "orbits = true"),
+], ids=["rbm-exchange", "rbm-exact", "vit-orbits"])
+def test_vmc_steps_equal_a_single_process(comm, model, sampler, keys):
+    """Energies and parameters after a few steps on R ranks equal the one-process run (the 107
+    symmetry orbits of the orbit sum do not divide evenly: padding rows on some ranks)."""
+    cfg = C.loads(TINY.format(model=model, sampler=sampler, sampler_keys=keys))
     results = []
     for c in (comm, SERIAL):
         setup = build(cfg, c)
