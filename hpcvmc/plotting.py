@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
+
+TITLE_WIDTH = 120
+"""Characters per line of a figure title (the run's system and model, wrapped)."""
 
 
 def read_history_csv(run_dir: Path) -> dict[str, np.ndarray]:
@@ -35,7 +39,7 @@ def plot_energy(run_dir: Path, out: Path, exact: float | None = None, title: str
     ax.set_ylabel("energy (total)")
     ax_rel.set_xlabel("step")
     ax.legend()
-    ax.set_title(title, fontsize=8)
+    ax.set_title("\n".join(textwrap.wrap(title, TITLE_WIDTH)), fontsize=8)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)
