@@ -93,3 +93,23 @@ def test_elastic_resume_across_rank_counts(tmp_path):
         np.testing.assert_array_equal(h["step"], [1, 2, 3, 4])
         for key in ("energy", "variance", "acceptance", "update_norm"):
             np.testing.assert_allclose(h[key], straight[key], rtol=1e-8, err_msg=f"{name} {key}")
+
+
+def test_measure_command_on_two_ranks_equals_one_rank(tmp_path):
+    """`hpcvmc measure` of the same run folder under mpirun -n 1 and -n 2: the same final.json
+    energy, error and variance to 1e-8 (the chains are redistributed, their streams are not)."""
+    import json
+
+    from test_cli import tiny_input
+
+    proc = mpirun(1, sys.executable, "-m", "hpcvmc", "run", str(tiny_input(tmp_path)),
+                  "--set", "run.measure_steps=0")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    energies = []
+    for n in (1, 2):
+        folder = shutil.copytree(tmp_path / "run", tmp_path / f"measured_on_{n}")
+        proc = mpirun(n, sys.executable, "-m", "hpcvmc", "measure", str(folder), "--steps", "3")
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        energies.append(json.loads((folder / "final.json").read_text())["energy"])
+    for key in ("mean", "error", "variance"):
+        np.testing.assert_allclose(energies[1][key], energies[0][key], rtol=1e-8, err_msg=key)
