@@ -480,6 +480,12 @@ class RunConfig:
         "energy (and moire density, S(q), rho_K) from that many times the samples, in "
         "output/final.json (0 = off).", minimum=0
     )
+    init_params: str = option(
+        "", "Start a fresh run from the parameters of this checkpoint file or run folder (its "
+        "newest valid checkpoint; relative to the working directory): fine-tuning, e.g. after switching model.symmetrize; optimizer "
+        "state, step count and chains start afresh; ignored once run.output has checkpoints "
+        "(empty = initialize the model).",
+    )
     platform: str = option(
         "auto", "JAX platform: auto (GPU if present), cpu or gpu.", choices=("auto", "cpu", "gpu")
     )

@@ -193,11 +193,30 @@ def restore(setup: Setup, snap: ckpt.Snapshot, source: Path) -> RunState:
     return RunState(snap.step, params, opt_state, chains, history)
 
 
-def fresh_state(setup: Setup) -> RunState:
-    """Initial parameters, optimizer state and burnt-in chains."""
-    params = setup.init_params()
+def fresh_state(setup: Setup, params: Any = None) -> RunState:
+    """Step 0: the given parameters (default: the model's initializer), a fresh optimizer state
+    and burnt-in chains."""
+    params = setup.init_params() if params is None else params
     chains = _burnt_in_chains(setup, params) if len(setup.chain_ids) else None
     return RunState(0, params, setup.optimizer.init(params), chains, {k: [] for k in HISTORY_KEYS})
+
+
+def _params_from(setup: Setup, source: Path, say: Callable[[str], None]) -> Any:
+    """The parameters of checkpoint file ``source`` or of the newest valid one in run folder
+    ``source``, shaped for this run's model.
+
+    Raises:
+        InputError: naming ``run.init_params`` (missing, corrupt, or another parameter tree).
+    """
+    try:
+        snap = ckpt.newest_valid(source, warn=say) if source.is_dir() else ckpt.read(source)
+        if snap is None:
+            raise ckpt.CheckpointError(f"{source}: no valid checkpoint")
+        params = ckpt.restore_tree(jax.eval_shape(setup.init_params), snap.params, "params", source)
+    except (OSError, ckpt.CheckpointError) as exc:
+        raise InputError(f"run.init_params: {exc}") from None
+    say(f"initial parameters from {source} (step {snap.step} of that run)")
+    return params
 
 
 def _burnt_in_chains(setup: Setup, params: Any) -> ChainState:
@@ -209,10 +228,12 @@ def prepare_output(setup: Setup, restart: str | None, say: Callable[[str], None]
     """Decide between a fresh start, an automatic resume and an explicit restart.
 
     An output folder that holds a run of a different input (or anything else) is refused and
-    left untouched; one of the same physics resumes from its newest valid checkpoint.
+    left untouched; one of the same physics resumes from its newest valid checkpoint. A fresh
+    start takes its parameters from ``run.init_params`` when that is set.
 
     Raises:
-        InputError: a foreign output folder, a bad or mismatched checkpoint.
+        InputError: a foreign output folder, a bad or mismatched checkpoint (also of
+            ``run.init_params``).
     """
     out = Path(setup.config.run.output)
     if restart is not None:
@@ -238,7 +259,8 @@ def prepare_output(setup: Setup, restart: str | None, say: Callable[[str], None]
             _check_compatible(setup, snap, str(out), say)
             say(f"resuming {out} from step {snap.step} (written by {snap.n_ranks} rank(s))")
             return restore(setup, snap, out / "checkpoints" / ckpt.checkpoint_name(snap.step))
-    return fresh_state(setup)
+    source = setup.config.run.init_params
+    return fresh_state(setup, _params_from(setup, Path(source), say) if source else None)
 
 
 def _write_history_csv(out: Path, history: dict[str, list[float]]) -> None:

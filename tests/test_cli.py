@@ -9,9 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hpcvmc import checkpoint as ckpt
 from hpcvmc import config as C
 from hpcvmc.analysis.sampling import sample_from_checkpoint
+from hpcvmc.build import build
 from hpcvmc.cli import main
+from hpcvmc.driver import prepare_output, restore
 from hpcvmc.parallel import SERIAL
 
 REPO = Path(__file__).parents[1]
@@ -100,6 +103,38 @@ def test_exact_run_continues_with_markov_chains(tmp_path):
     assert main(["run", str(tiny_input(tmp_path))]) == 0
     steps = np.loadtxt(tmp_path / "run" / "history.csv", delimiter=",", skiprows=1)[:, 0]
     np.testing.assert_array_equal(steps, [1, 2, 3, 4])
+
+
+def test_init_params_starts_a_run_from_the_parameters_of_another(tmp_path, capsys):
+    """run.init_params: a fresh run with a fully projected ViT starts from the parameters of an
+    unprojected run (same parameter tree): its bare network equals the source's network, the
+    step count and optimizer start afresh; another parameter tree or no checkpoint is refused
+    with one line naming the key, and no output folder is made."""
+    vit = 'type = "vit"\npatch = 1\nd_model = 4\nn_heads = 1\nn_layers = 1'
+    source = tiny_input(tmp_path, "source", **{'type = "rbm"\nalpha = 1': vit, "steps = 4": "steps = 2"})
+    assert main(["run", str(source)]) == 0
+    init = f"run.init_params={json.dumps(str(tmp_path / 'source'))}"
+    tuned_vit = vit + '\nsymmetrize = "full"'
+    tuned = tiny_input(tmp_path, "tuned", **{'type = "rbm"\nalpha = 1': tuned_vit, "steps = 4": "steps = 1"})
+    setup = build(C.load(tuned, overrides=[init]), SERIAL)
+    state = prepare_output(setup, None, say=lambda _: None)
+    assert state.step == 0 and all(not h for h in state.history.values())
+    src_setup = build(C.load(source), SERIAL)
+    src = restore(src_setup, ckpt.read(ckpt.list_checkpoints(tmp_path / "source")[0]), tmp_path)
+    assert src.step == 2
+    rng = np.random.default_rng(0)
+    x = np.array([rng.permutation([1.0, -1.0] * 8) for _ in range(5)])
+    bare = setup.model.apply({"params": state.params}, x, method="network")
+    np.testing.assert_allclose(bare, src_setup.logpsi(src.params, x), rtol=0, atol=1e-12)
+    assert main(["run", str(tuned), "--set", init]) == 0
+    assert np.atleast_1d(history(tmp_path / "tuned")["step"]).tolist() == [1]
+    capsys.readouterr()
+    wider = tiny_input(tmp_path, "wider", **{'type = "rbm"\nalpha = 1': vit.replace("d_model = 4", "d_model = 8")})
+    for target in (tmp_path / "source", tmp_path / "nowhere"):
+        assert main(["run", str(wider), "--set", f"run.init_params={json.dumps(str(target))}"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("hpcvmc: error: run.init_params: ") and err.count("\n") == 1
+    assert not (tmp_path / "wider").exists()
 
 
 def test_foreign_output_folder_is_refused_and_untouched(tmp_path, capsys):

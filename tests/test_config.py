@@ -20,6 +20,15 @@ def test_quickstart_parses():
     assert C.loads(cfg.text).to_dict() == cfg.to_dict()
 
 
+@pytest.mark.parametrize("job", sorted(QUICKSTART.parent.glob("*.toml")), ids=lambda p: p.name)
+def test_every_job_input_is_valid(job):
+    """Every input in jobs/ passes validation, and a fine-tuning input names a run of jobs/."""
+    cfg = C.load(job)
+    if cfg.run.init_params:
+        outputs = {C.load(other).run.output for other in QUICKSTART.parent.glob("*.toml")}
+        assert cfg.run.init_params in outputs
+
+
 def test_overrides_are_validated_like_the_file():
     cfg = C.load(QUICKSTART, overrides=["system.J2=0.3", "run.output=runs/x"])
     assert cfg.system.J2 == 0.3 and cfg.run.output == "runs/x"
