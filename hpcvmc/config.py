@@ -482,9 +482,9 @@ class RunConfig:
     )
     init_params: str = option(
         "", "Start a fresh run from the parameters of this checkpoint file or run folder (its "
-        "newest valid checkpoint; relative to the working directory): fine-tuning, e.g. after switching model.symmetrize; optimizer "
-        "state, step count and chains start afresh; ignored once run.output has checkpoints "
-        "(empty = initialize the model).",
+        "newest valid checkpoint; relative to the working directory): fine-tuning, e.g. after "
+        "switching model.symmetrize; optimizer state, step count and chains start afresh; "
+        "ignored once run.output has checkpoints (empty = initialize the model).",
     )
     platform: str = option(
         "auto", "JAX platform: auto (GPU if present), cpu or gpu.", choices=("auto", "cpu", "gpu")

@@ -111,11 +111,12 @@ def test_init_params_starts_a_run_from_the_parameters_of_another(tmp_path, capsy
     step count and optimizer start afresh; another parameter tree or no checkpoint is refused
     with one line naming the key, and no output folder is made."""
     vit = 'type = "vit"\npatch = 1\nd_model = 4\nn_heads = 1\nn_layers = 1'
-    source = tiny_input(tmp_path, "source", **{'type = "rbm"\nalpha = 1': vit, "steps = 4": "steps = 2"})
+    rbm = 'type = "rbm"\nalpha = 1'
+    source = tiny_input(tmp_path, "source", **{rbm: vit, "steps = 4": "steps = 2"})
     assert main(["run", str(source)]) == 0
     init = f"run.init_params={json.dumps(str(tmp_path / 'source'))}"
-    tuned_vit = vit + '\nsymmetrize = "full"'
-    tuned = tiny_input(tmp_path, "tuned", **{'type = "rbm"\nalpha = 1': tuned_vit, "steps = 4": "steps = 1"})
+    full = vit + '\nsymmetrize = "full"'
+    tuned = tiny_input(tmp_path, "tuned", **{rbm: full, "steps = 4": "steps = 1"})
     setup = build(C.load(tuned, overrides=[init]), SERIAL)
     state = prepare_output(setup, None, say=lambda _: None)
     assert state.step == 0 and all(not h for h in state.history.values())
@@ -129,7 +130,7 @@ def test_init_params_starts_a_run_from_the_parameters_of_another(tmp_path, capsy
     assert main(["run", str(tuned), "--set", init]) == 0
     assert np.atleast_1d(history(tmp_path / "tuned")["step"]).tolist() == [1]
     capsys.readouterr()
-    wider = tiny_input(tmp_path, "wider", **{'type = "rbm"\nalpha = 1': vit.replace("d_model = 4", "d_model = 8")})
+    wider = tiny_input(tmp_path, "wider", **{rbm: vit.replace("d_model = 4", "d_model = 8")})
     for target in (tmp_path / "source", tmp_path / "nowhere"):
         assert main(["run", str(wider), "--set", f"run.init_params={json.dumps(str(target))}"]) == 2
         err = capsys.readouterr().err
