@@ -113,3 +113,26 @@ def test_measure_command_on_two_ranks_equals_one_rank(tmp_path):
         energies.append(json.loads((folder / "final.json").read_text())["energy"])
     for key in ("mean", "error", "variance"):
         np.testing.assert_allclose(energies[1][key], energies[0][key], rtol=1e-8, err_msg=key)
+
+
+def test_init_params_on_two_ranks_equals_one_rank(tmp_path):
+    """run.init_params under mpirun -n 2 (every rank reads the source checkpoint, written by 2
+    ranks): the same history as on 1 rank to 1e-8, and not the history of a fresh start."""
+    import json
+
+    from test_cli import tiny_input
+
+    def run(n: int, name: str, *overrides: str) -> np.ndarray:
+        path = tiny_input(tmp_path, name, **{"steps = 4": "steps = 2"})
+        sets = [arg for o in overrides for arg in ("--set", o)]
+        proc = mpirun(n, sys.executable, "-m", "hpcvmc", "run", str(path), *sets)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return np.genfromtxt(tmp_path / name / "history.csv", delimiter=",", names=True)
+
+    run(2, "source")
+    init = f"run.init_params={json.dumps(str(tmp_path / 'source'))}"
+    one, two = run(1, "tuned_on_1", init), run(2, "tuned_on_2", init)
+    fresh = run(1, "fresh")
+    for key in ("energy", "variance", "acceptance", "update_norm"):
+        np.testing.assert_allclose(two[key], one[key], rtol=1e-8, err_msg=key)
+    assert not np.allclose(one["energy"], fresh["energy"], rtol=1e-6)
