@@ -31,6 +31,12 @@ def mpirun(n: int, *args: str, timeout: float = 600, cwd: Path = REPO) -> subpro
                           text=True, timeout=timeout)
 
 
+def hpcvmc_on(n: int, *args: str) -> None:
+    """`hpcvmc ARGS` under mpirun -n N; its output is shown if it fails."""
+    proc = mpirun(n, sys.executable, "-m", "hpcvmc", *args)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
 @pytest.mark.parametrize("n_ranks", [1, 2])
 def test_mpi_suite(n_ranks):
     """tests/mpi on one rank and on two (plain pytest skips that folder: pytest-mpi marks it)."""
@@ -50,11 +56,9 @@ def test_run_on_two_ranks_equals_one_rank(tmp_path):
     """`hpcvmc run` under 1 rank and under mpirun -n 2: the same energy history to 1e-8."""
     histories = []
     for n, name in ((1, "one"), (2, "two")):
-        cmd = [sys.executable, "-m", "hpcvmc", "run", "jobs/quickstart.toml",
-               "--set", "run.steps=5", "--set", f"run.output={tmp_path / name}",
-               "--set", "sampler.n_samples=256", "--set", "sampler.n_chains=16"]
-        proc = mpirun(n, *cmd)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        hpcvmc_on(n, "run", "jobs/quickstart.toml", "--set", "run.steps=5",
+                  "--set", f"run.output={tmp_path / name}", "--set", "sampler.n_samples=256",
+                  "--set", "sampler.n_chains=16")
         histories.append(np.genfromtxt(tmp_path / name / "history.csv", delimiter=",", names=True))
     one, two = histories
     for key in ("energy", "error", "variance", "acceptance", "update_norm"):
@@ -78,9 +82,7 @@ def test_elastic_resume_across_rank_counts(tmp_path):
     from test_cli import tiny_input
 
     def run(n: int, name: str, steps: int) -> None:
-        path = tiny_input(tmp_path, name)
-        proc = mpirun(n, sys.executable, "-m", "hpcvmc", "run", str(path), "--set", f"run.steps={steps}")
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        hpcvmc_on(n, "run", str(tiny_input(tmp_path, name)), "--set", f"run.steps={steps}")
 
     run(1, "straight", 4)
     run(2, "two_then_one", 2)
@@ -102,14 +104,11 @@ def test_measure_command_on_two_ranks_equals_one_rank(tmp_path):
 
     from test_cli import tiny_input
 
-    proc = mpirun(1, sys.executable, "-m", "hpcvmc", "run", str(tiny_input(tmp_path)),
-                  "--set", "run.measure_steps=0")
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    hpcvmc_on(1, "run", str(tiny_input(tmp_path)), "--set", "run.measure_steps=0")
     energies = []
     for n in (1, 2):
         folder = shutil.copytree(tmp_path / "run", tmp_path / f"measured_on_{n}")
-        proc = mpirun(n, sys.executable, "-m", "hpcvmc", "measure", str(folder), "--steps", "3")
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        hpcvmc_on(n, "measure", str(folder), "--steps", "3")
         energies.append(json.loads((folder / "final.json").read_text())["energy"])
     for key in ("mean", "error", "variance"):
         np.testing.assert_allclose(energies[1][key], energies[0][key], rtol=1e-8, err_msg=key)
@@ -124,9 +123,7 @@ def test_init_params_on_two_ranks_equals_one_rank(tmp_path):
 
     def run(n: int, name: str, *overrides: str) -> np.ndarray:
         path = tiny_input(tmp_path, name, **{"steps = 4": "steps = 2"})
-        sets = [arg for o in overrides for arg in ("--set", o)]
-        proc = mpirun(n, sys.executable, "-m", "hpcvmc", "run", str(path), *sets)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        hpcvmc_on(n, "run", str(path), *[arg for o in overrides for arg in ("--set", o)])
         return np.genfromtxt(tmp_path / name / "history.csv", delimiter=",", names=True)
 
     run(2, "source")
