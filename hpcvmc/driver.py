@@ -33,7 +33,7 @@ from hpcvmc.stats import Stats, clip_local_energy, summarize, summarize_weighted
 
 EXIT_OK, EXIT_INPUT, EXIT_NONFINITE = 0, 2, 3
 HISTORY_KEYS = (
-    "energy", "energy_imag", "error", "variance", "tau", "r_hat", "acceptance",
+    "energy", "energy_imag", "error", "variance", "tau", "r_hat", "acceptance", "n_samples",
     "learning_rate", "diag_shift", "condition", "residual", "update_norm", "fallback", "seconds",
 )
 INPUT_FILE = "input.toml"
@@ -92,13 +92,21 @@ def make_step(setup: Setup) -> Callable[..., StepOutput]:
     return jax.jit(step_fn)
 
 
-def _row(out: StepOutput, seconds: float) -> dict[str, float]:
+def samples_per_step(setup: Setup) -> int:
+    """Configurations in one step's energy and gradient, all ranks: ``sampler.n_samples``, or
+    the number of states (or orbits) the exact sampler sums over; collective."""
+    if isinstance(setup.config.sampler, ExactSamplerConfig):
+        return int(setup.comm.sum(jnp.asarray(np.sum(setup.sampler.valid))))
+    return setup.config.sampler.n_samples
+
+
+def _row(out: StepOutput, n_samples: int, seconds: float) -> dict[str, float]:
     """One history row (host floats) from a step's output."""
     s, info = out.stats, out.info
     return {
         "energy": float(jnp.real(s.mean)), "energy_imag": float(jnp.imag(s.mean)),
         "error": float(s.error), "variance": float(s.variance), "tau": float(s.tau),
-        "r_hat": float(s.r_hat), "acceptance": float(out.acceptance),
+        "r_hat": float(s.r_hat), "acceptance": float(out.acceptance), "n_samples": float(n_samples),
         "learning_rate": float(info["learning_rate"]), "diag_shift": float(info["diag_shift"]),
         "condition": float(info["condition"]), "residual": float(info["residual"]),
         "update_norm": float(info["update_norm"]), "fallback": float(info["fallback"]),
@@ -189,7 +197,9 @@ def restore(setup: Setup, snap: ckpt.Snapshot, source: Path) -> RunState:
         all_chains = ckpt.redistribute_chains(snap.chains, n_chains)
         local = {k: jnp.asarray(v[setup.chain_ids]) for k, v in all_chains.items()}
         chains = setup.sampler.State(**local)
-    history = {k: list(map(float, snap.history.get(k, []))) for k in HISTORY_KEYS}
+    n_rows = len(snap.history.get("energy", []))
+    # a quantity the writing version did not log (e.g. n_samples before it was added) reads as NaN
+    history = {k: list(map(float, snap.history.get(k, np.full(n_rows, np.nan)))) for k in HISTORY_KEYS}
     return RunState(snap.step, params, opt_state, chains, history)
 
 
@@ -301,13 +311,14 @@ def run(setup: Setup, restart: str | None = None, progress_every: int = 1,
                         energy_text=setup.system.progress_energy)
     stop = stop if stop is not None else StopFlag().install()
     step_fn = make_step(setup)
+    n_samples = samples_per_step(setup)
     last_checkpoint = time.monotonic()
     csv = open(out / HISTORY_CSV, "a") if comm.is_root else None
     try:
         while state.step < cfg.run.steps:
             start = time.perf_counter()
             result = step_fn(state.params, state.opt_state, state.chains, jnp.asarray(state.step))
-            row = _row(result, 0.0)  # blocks until the step is done
+            row = _row(result, n_samples, 0.0)  # blocks until the step is done
             row["seconds"] = time.perf_counter() - start
             if not _all_finite(row, result.params):
                 save_checkpoint(setup, state)

@@ -42,6 +42,21 @@ def test_resume_is_bit_for_bit(tmp_path, capsys):
     np.testing.assert_array_equal(snap.history["energy"], b["energy"])
 
 
+def test_checkpoint_lacking_a_history_column_resumes_with_nan_there(tmp_path):
+    """A checkpoint from a version that did not log n_samples (simulated by removing it) resumes:
+    its steps read NaN in that column, the new steps their sample count."""
+    path = tiny_input(tmp_path)
+    assert main(["run", str(path), "--set", "run.steps=2"]) == 0
+    newest = ckpt.list_checkpoints(tmp_path / "run")[0]
+    snap = ckpt.read(newest)
+    np.testing.assert_array_equal(snap.history["n_samples"], [64, 64])
+    del snap.history["n_samples"]
+    assert ckpt.save(snap, tmp_path / "run", keep=1) == newest
+    assert "n_samples" not in ckpt.read(newest).history
+    assert main(["run", str(path), "--set", "sampler.n_samples=128"]) == 0
+    np.testing.assert_array_equal(history(tmp_path / "run")["n_samples"], [np.nan] * 2 + [128] * 2)
+
+
 def test_keep_newest_and_plain_h5py_layout(tmp_path):
     path = tiny_input(tmp_path, **{"checkpoint_every = 2": "checkpoint_every = 1\nkeep_checkpoints = 2"})
     assert main(["run", str(path)]) == 0

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -96,13 +97,15 @@ def test_rerun_of_finished_run_changes_nothing(tmp_path):
 
 def test_exact_run_continues_with_markov_chains(tmp_path):
     """A run of the exact sampler (checkpoints without chains) resumed with the exchange sampler
-    burns in new chains and goes on."""
+    burns in new chains and goes on; the history records each step's sample count (the whole
+    Sz = 0 sector of 4 x 4, C(16, 8), then sampler.n_samples)."""
     exact = tiny_input(tmp_path, **{"n_chains = 8\nn_samples = 64\nburn_in = 10\n": "",
                                     'type = "exchange"': 'type = "exact"', "steps = 4": "steps = 2"})
     assert main(["run", str(exact)]) == 0
     assert main(["run", str(tiny_input(tmp_path))]) == 0
-    steps = np.loadtxt(tmp_path / "run" / "history.csv", delimiter=",", skiprows=1)[:, 0]
-    np.testing.assert_array_equal(steps, [1, 2, 3, 4])
+    h = history(tmp_path / "run")
+    np.testing.assert_array_equal(h["step"], [1, 2, 3, 4])
+    np.testing.assert_array_equal(h["n_samples"], [math.comb(16, 8)] * 2 + [64] * 2)
 
 
 def test_init_params_starts_a_run_from_the_parameters_of_another(tmp_path, capsys):
@@ -219,6 +222,7 @@ def test_analysis_of_an_orbit_run_draws_every_member_of_an_orbit(tmp_path):
                                    "n_chains = 8\nn_samples = 64\nburn_in = 10\n": "",
                                    'type = "exchange"': exact})
     assert main(["run", str(path)]) == 0
+    assert history(tmp_path / "run")["n_samples"] == 107  # orbits of the 4 x 4 sector
     checkpoint = sorted((tmp_path / "run" / "checkpoints").glob("*.h5"))[-1]
     setup, _, x = sample_from_checkpoint(C.load(path), SERIAL, checkpoint, 4000)
     assert np.abs(setup.sampler.configurations.mean(axis=0)).max() > 0.5

@@ -12,7 +12,7 @@ import pytest
 
 from hpcvmc import config as C
 from hpcvmc.build import build
-from hpcvmc.driver import fresh_state, make_step
+from hpcvmc.driver import fresh_state, make_step, samples_per_step
 from hpcvmc.parallel import SERIAL
 from hpcvmc.stats import summarize
 
@@ -85,18 +85,20 @@ symmetrize = "full"
 """
 
 
-@pytest.mark.parametrize("model,sampler,keys", [
-    (RBM, "exchange", "n_chains = 8\nn_samples = 64\nburn_in = 5"),
-    (RBM, "exact", ""),
-    (PROJECTED_VIT, "exact", "orbits = true"),
+@pytest.mark.parametrize("model,sampler,keys,n_samples", [
+    (RBM, "exchange", "n_chains = 8\nn_samples = 64\nburn_in = 5", 64),
+    (RBM, "exact", "", 12870),
+    (PROJECTED_VIT, "exact", "orbits = true", 107),
 ], ids=["rbm-exchange", "rbm-exact", "vit-orbits"])
-def test_vmc_steps_equal_a_single_process(comm, model, sampler, keys):
+def test_vmc_steps_equal_a_single_process(comm, model, sampler, keys, n_samples):
     """Energies and parameters after a few steps on R ranks equal the one-process run (the 107
-    symmetry orbits of the orbit sum do not divide evenly: padding rows on some ranks)."""
+    symmetry orbits of the orbit sum do not divide evenly: padding rows on some ranks, which the
+    logged sample count leaves out)."""
     cfg = C.loads(TINY.format(model=model, sampler=sampler, sampler_keys=keys))
     results = []
     for c in (comm, SERIAL):
         setup = build(cfg, c)
+        assert samples_per_step(setup) == n_samples
         state = fresh_state(setup)
         step = make_step(setup)
         params, opt, chains, energies = state.params, state.opt_state, state.chains, []
