@@ -48,6 +48,10 @@ checkpoint_every = 2
 """
 
 
+# replacements that turn TINY into a run of the exact sampler (full sum over the Sz = 0 sector)
+EXACT = {"n_chains = 8\nn_samples = 64\nburn_in = 10\n": "", 'type = "exchange"': 'type = "exact"'}
+
+
 def tiny_input(tmp_path: Path, name: str = "run", **replace: str) -> Path:
     text = TINY.format(output=tmp_path / name)
     for old, new in replace.items():
@@ -99,8 +103,7 @@ def test_exact_run_continues_with_markov_chains(tmp_path):
     """A run of the exact sampler (checkpoints without chains) resumed with the exchange sampler
     burns in new chains and goes on; the history records each step's sample count (the whole
     Sz = 0 sector of 4 x 4, C(16, 8), then sampler.n_samples)."""
-    exact = tiny_input(tmp_path, **{"n_chains = 8\nn_samples = 64\nburn_in = 10\n": "",
-                                    'type = "exchange"': 'type = "exact"', "steps = 4": "steps = 2"})
+    exact = tiny_input(tmp_path, **EXACT, **{"steps = 4": "steps = 2"})
     assert main(["run", str(exact)]) == 0
     assert main(["run", str(tiny_input(tmp_path))]) == 0
     h = history(tmp_path / "run")
@@ -217,10 +220,8 @@ def test_analysis_of_an_orbit_run_draws_every_member_of_an_orbit(tmp_path):
     0); configurations for analyses are uniform members of the drawn orbits, so every site
     magnetization averages to 0 (spin flip) within the noise of 4,000 draws (std 0.016)."""
     vit = "type = \"vit\"\npatch = 1\nd_model = 4\nn_heads = 1\nn_layers = 1\nsymmetrize = \"full\""
-    exact = 'type = "exact"\norbits = true'
-    path = tiny_input(tmp_path, **{"type = \"rbm\"\nalpha = 1": vit, "steps = 4": "steps = 1",
-                                   "n_chains = 8\nn_samples = 64\nburn_in = 10\n": "",
-                                   'type = "exchange"': exact})
+    orbits = {**EXACT, 'type = "exchange"': 'type = "exact"\norbits = true'}
+    path = tiny_input(tmp_path, **orbits, **{"type = \"rbm\"\nalpha = 1": vit, "steps = 4": "steps = 1"})
     assert main(["run", str(path)]) == 0
     assert history(tmp_path / "run")["n_samples"] == 107  # orbits of the 4 x 4 sector
     checkpoint = sorted((tmp_path / "run" / "checkpoints").glob("*.h5"))[-1]

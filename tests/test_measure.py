@@ -17,32 +17,7 @@ from hpcvmc.parallel import SERIAL
 from hpcvmc.reference import lattice_ed
 from hpcvmc.stats import combine_steps
 from hpcvmc.systems.lattice import marshall_log_sign
-
-INPUT = """
-[system]
-type = "j1j2"
-L = 4
-J2 = 0.5
-[model]
-type = "rbm"
-alpha = 1
-[sampler]
-type = "{sampler}"
-{sampler_keys}
-[optimizer]
-type = "minsr"
-learning_rate = 0.02
-[run]
-seed = 3
-output = "{output}"
-{run_keys}
-"""
-
-
-def _input(sampler: str, output, sampler_keys: str = "", run_keys: str = "") -> str:
-    return INPUT.format(sampler=sampler, output=output, sampler_keys=sampler_keys,
-                        run_keys=run_keys)
-
+from test_cli import EXACT, tiny_input
 
 def _perturbed(setup):
     return jax.tree_util.tree_map(
@@ -60,7 +35,7 @@ def _dense_energy(setup, params) -> float:
 
 
 def test_exact_sampler_measurement_is_the_dense_energy(tmp_path):
-    setup = build(C.loads(_input("exact", tmp_path / "x")), SERIAL)
+    setup = build(C.load(tiny_input(tmp_path, "x", **EXACT)), SERIAL)
     params = _perturbed(setup)
     (tmp_path / "x").mkdir()
     result = final_measurement(setup, params, None, step=7, n_steps=3)
@@ -70,8 +45,8 @@ def test_exact_sampler_measurement_is_the_dense_energy(tmp_path):
 
 
 def test_sampled_measurement_agrees_with_the_exact_energy_within_its_error(tmp_path):
-    text = _input("exchange", tmp_path / "m", sampler_keys="n_chains = 16\nn_samples = 256")
-    setup = build(C.loads(text), SERIAL)
+    path = tiny_input(tmp_path, "m", **{"n_chains = 8\nn_samples = 64": "n_chains = 16\nn_samples = 256"})
+    setup = build(C.load(path), SERIAL)
     params = _perturbed(setup)
     chains = jax.jit(lambda p: setup.sampler.init(setup.logpsi, p, jnp.asarray(setup.chain_ids)))(params)
     (tmp_path / "m").mkdir()
@@ -92,10 +67,7 @@ def test_combine_steps_takes_the_larger_of_the_two_error_estimates():
 
 
 def test_driver_measures_once_at_the_end_and_again_when_the_result_is_missing(tmp_path, capsys):
-    path = tmp_path / "run.toml"
-    path.write_text(_input("exchange", tmp_path / "run",
-                           sampler_keys="n_chains = 8\nn_samples = 64\nburn_in = 10",
-                           run_keys="steps = 3\nmeasure_steps = 2"))
+    path = tiny_input(tmp_path, **{"steps = 4": "steps = 3\nmeasure_steps = 2"})
     assert main(["run", str(path)]) == 0
     final = tmp_path / "run" / FINAL_FILE
     first = json.loads(final.read_text())
@@ -112,14 +84,13 @@ def test_driver_measures_once_at_the_end_and_again_when_the_result_is_missing(tm
 
 def test_measure_command_measures_the_newest_checkpoint(tmp_path, capsys):
     """`hpcvmc measure` on a folder: the exact sampler gives the dense energy of its checkpoint."""
-    path = tmp_path / "run.toml"
-    path.write_text(_input("exact", tmp_path / "run", run_keys="steps = 4\ncheckpoint_every = 2"))
+    path = tiny_input(tmp_path, **EXACT)
     assert main(["run", str(path)]) == 0
     assert main(["measure", str(tmp_path / "run")]) == 2  # measure_steps = 0 and no --steps
     assert "--steps" in capsys.readouterr().err
     assert main(["measure", str(tmp_path / "run"), "--steps", "1"]) == 0
     result = json.loads((tmp_path / "run" / FINAL_FILE).read_text())
-    setup = build(C.loads(path.read_text()), SERIAL)
+    setup = build(C.load(path), SERIAL)
     snap = ckpt.newest_valid(tmp_path / "run")
     params = restore(setup, snap, tmp_path / "run" / "checkpoints" / ckpt.checkpoint_name(4)).params
     assert result["step"] == 4 and result["measure_steps"] == 1

@@ -4,15 +4,14 @@ Passes under plain pytest (R = 1) and under ``mpirun -n R python -m pytest --wit
 """
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from hpcvmc import config as C
 from hpcvmc import observables
 from hpcvmc.build import build
-from hpcvmc.driver import fresh_state, make_step
 from hpcvmc.parallel import SERIAL
+from vmc_steps import steps_from_fresh_state
 
 TINY = """
 [system]
@@ -50,16 +49,10 @@ def test_moire_steps_and_observables_equal_a_single_process(comm, model):
     results = []
     for c in (comm, SERIAL):
         setup = build(cfg, c)
-        state = fresh_state(setup)
-        step = make_step(setup)
-        params, opt, chains, energies = state.params, state.opt_state, state.chains, []
-        for k in range(3):
-            out = step(params, opt, chains, jnp.asarray(k))
-            params, opt, chains = out.params, out.opt_state, out.chains
-            energies.append(complex(out.stats.mean))
+        energies, params, chains = steps_from_fresh_state(setup, 3)
         log_psi = c.gather_rows(np.asarray(setup.logpsi(params, chains.x)))
         obs, _ = observables.measure(setup, params, chains, n_steps=2)
-        results.append((np.array(energies), jax.flatten_util.ravel_pytree(params)[0], obs,
+        results.append((energies, jax.flatten_util.ravel_pytree(params)[0], obs,
                         log_psi))
     (e_dist, p_dist, o_dist, l_dist), (e_serial, p_serial, o_serial, l_serial) = results
     np.testing.assert_allclose(e_dist, e_serial, rtol=1e-8)

@@ -12,9 +12,10 @@ import pytest
 
 from hpcvmc import config as C
 from hpcvmc.build import build
-from hpcvmc.driver import fresh_state, make_step, samples_per_step
+from hpcvmc.driver import samples_per_step
 from hpcvmc.parallel import SERIAL
 from hpcvmc.stats import summarize
+from vmc_steps import steps_from_fresh_state
 
 
 def _global(shape, seed=0, complex_=False):
@@ -99,14 +100,8 @@ def test_vmc_steps_equal_a_single_process(comm, model, sampler, keys, n_samples)
     for c in (comm, SERIAL):
         setup = build(cfg, c)
         assert samples_per_step(setup) == n_samples
-        state = fresh_state(setup)
-        step = make_step(setup)
-        params, opt, chains, energies = state.params, state.opt_state, state.chains, []
-        for k in range(3):
-            out = step(params, opt, chains, jnp.asarray(k))
-            params, opt, chains = out.params, out.opt_state, out.chains
-            energies.append(complex(out.stats.mean))
-        results.append((np.array(energies), jax.flatten_util.ravel_pytree(params)[0]))
+        energies, params, _ = steps_from_fresh_state(setup, 3)
+        results.append((energies, jax.flatten_util.ravel_pytree(params)[0]))
     (e_dist, p_dist), (e_serial, p_serial) = results
     np.testing.assert_allclose(e_dist, e_serial, rtol=1e-10)
     np.testing.assert_allclose(p_dist, p_serial, rtol=1e-8, atol=1e-12)
