@@ -80,6 +80,7 @@ def build_optimizer(cfg: C.MinSRConfig, steps: int) -> NaturalGradient:
         diag_shift=_schedule(cfg.diag_shift, cfg.diag_shift_final, cfg.decay, steps),
         method=cfg.method,
         spring_mu=cfg.momentum,
+        max_update_norm=cfg.max_update_norm,
     )
 
 

@@ -450,6 +450,11 @@ class MinSRConfig:
         choices=("auto", "minsr", "sr"),
     )
     momentum: float = option(0.0, "SPRING momentum mu in [0, 1) (0 = plain minSR).", minimum=0.0)
+    max_update_norm: float = option(
+        0.0, "Cap on the length of a parameter step, the Euclidean norm of learning rate x "
+        "natural gradient in parameter space: a longer step is scaled down to it (0 = no cap); the "
+        "history's update_scale shows where it acted.", minimum=0.0
+    )
     chunk_size: int = option(
         128, "Samples per Jacobian chunk (bounds the peak memory of the backward passes).",
         positive=True

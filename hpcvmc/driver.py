@@ -34,7 +34,8 @@ from hpcvmc.stats import Stats, clip_local_energy, summarize, summarize_weighted
 EXIT_OK, EXIT_INPUT, EXIT_NONFINITE = 0, 2, 3
 HISTORY_KEYS = (
     "energy", "energy_imag", "error", "variance", "tau", "r_hat", "acceptance", "n_samples",
-    "learning_rate", "diag_shift", "condition", "residual", "update_norm", "fallback", "seconds",
+    "learning_rate", "diag_shift", "condition", "residual", "update_norm", "update_scale",
+    "fallback", "seconds",
 )
 INPUT_FILE = "input.toml"
 HISTORY_CSV = "history.csv"
@@ -109,8 +110,8 @@ def _row(out: StepOutput, n_samples: int, seconds: float) -> dict[str, float]:
         "r_hat": float(s.r_hat), "acceptance": float(out.acceptance), "n_samples": float(n_samples),
         "learning_rate": float(info["learning_rate"]), "diag_shift": float(info["diag_shift"]),
         "condition": float(info["condition"]), "residual": float(info["residual"]),
-        "update_norm": float(info["update_norm"]), "fallback": float(info["fallback"]),
-        "seconds": seconds,
+        "update_norm": float(info["update_norm"]), "update_scale": float(info["update_scale"]),
+        "fallback": float(info["fallback"]), "seconds": seconds,
     }
 
 

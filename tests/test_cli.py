@@ -99,6 +99,20 @@ def test_rerun_of_finished_run_changes_nothing(tmp_path):
     assert folder_digest(tmp_path / "run") == before
 
 
+def test_update_norm_cap_reaches_the_optimizer(tmp_path):
+    """optimizer.max_update_norm from the input: every step shorter than the free one
+    (update_scale < 1, logged), the same first energy, then another trajectory."""
+    assert main(["run", str(tiny_input(tmp_path, "free", **{"steps = 4": "steps = 2"}))]) == 0
+    capped = tiny_input(tmp_path, "capped", **{"steps = 4": "steps = 2",
+                                               "learning_rate = 0.02": "learning_rate = 0.02\n"
+                                               "max_update_norm = 1e-4"})
+    assert main(["run", str(capped)]) == 0
+    free, cut = history(tmp_path / "free"), history(tmp_path / "capped")
+    np.testing.assert_array_equal(free["update_scale"], [1, 1])
+    assert np.all(cut["update_scale"] < 0.5)
+    assert cut["energy"][0] == free["energy"][0] and cut["energy"][1] != free["energy"][1]
+
+
 def test_exact_run_continues_with_markov_chains(tmp_path):
     """A run of the exact sampler (checkpoints without chains) resumed with the exchange sampler
     burns in new chains and goes on; the history records each step's sample count (the whole

@@ -110,6 +110,29 @@ def test_schedules_set_rate_and_shift_per_step() -> None:
         )
 
 
+@pytest.mark.parametrize("spring_mu", [0.0, 0.9])
+def test_norm_cap_shortens_long_steps_only(spring_mu: float) -> None:
+    """max_update_norm c: a step longer than c is scaled to length c along the same direction
+    (and the momentum stores the step taken); a cap above the step's length changes nothing."""
+    params = tiny_params()
+    o_rows, eps_rows = exact_rows(params)
+    free = NaturalGradient(learning_rate=0.1, diag_shift=1e-3, spring_mu=spring_mu)
+    state = free.init(params)
+    state = free.update(o_rows, eps_rows, state, params, SERIAL)[1]  # a non-zero momentum
+    updates, _, free_info = free.update(o_rows, eps_rows, state, params, SERIAL)
+    step = ravel_pytree(updates)[0]
+    length = float(jnp.linalg.norm(step))
+    assert float(free_info["update_scale"]) == 1.0
+    for cap, expected in ((2 * length, step), (0.25 * length, 0.25 * step)):
+        capped = NaturalGradient(learning_rate=0.1, diag_shift=1e-3, spring_mu=spring_mu,
+                                 max_update_norm=cap)
+        updates, capped_state, info = capped.update(o_rows, eps_rows, state, params, SERIAL)
+        np.testing.assert_allclose(ravel_pytree(updates)[0], expected, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(float(info["update_scale"]), min(1.0, cap / length), rtol=1e-12)
+        np.testing.assert_allclose(capped_state.momentum * 0.1, -ravel_pytree(updates)[0],
+                                   rtol=1e-12, atol=1e-15)
+
+
 def test_update_is_jittable() -> None:
     optimizer = NaturalGradient(learning_rate=0.1, diag_shift=1e-3, spring_mu=0.9)
     params = tiny_params()

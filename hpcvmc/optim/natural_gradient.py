@@ -16,10 +16,15 @@ inspired approach to accelerate the optimization of neural network wavefunctions
 J. Comput. Phys. (2024) 113351, doi:10.1016/j.jcp.2024.113351, arXiv:2401.10190): phi_t
 minimises ``||O phi - eps||^2 + lambda ||phi - mu phi_{t-1}||^2``, the regularised least-squares
 step pulled towards the previous direction instead of towards zero; O is this step's Jacobian,
-applied to the previous direction. The authors' implementation (vmcnet) defaults to mu = 0.99
-and also caps the norm of eta phi, which is left to the caller here. The same formula
-holds on the SR path ((S + lambda I)^(-1) O^T (eps - O mu phi_{t-1}) + mu phi_{t-1}), by the
-push-through identity.
+applied to the previous direction. The same formula holds on the SR path
+((S + lambda I)^(-1) O^T (eps - O mu phi_{t-1}) + mu phi_{t-1}), by the push-through identity.
+
+Optional norm cap (as the SPRING authors' implementation, vmcnet, offers): with
+``max_update_norm`` = c > 0 the applied step is ``-s_t eta_t phi_t`` with
+``s_t = min(1, c / ||eta_t phi_t||)``, so no step moves the parameters further than c (Euclidean
+norm in parameter space); a rare sample with a huge local energy can then not throw the state
+far. The momentum stores the direction taken, s_t phi_t (vmcnet keeps the uncapped phi_t, which
+carries an outlier's step into the next ~1 / (1 - mu) steps).
 """
 
 from __future__ import annotations
@@ -46,8 +51,9 @@ class NaturalGradientState(NamedTuple):
     """Number of updates done so far, int32 scalar (the schedules' argument)."""
 
     momentum: jax.Array
-    """phi_{t-1}, the last natural-gradient direction before the learning rate, shape (P,),
-    real (SPRING's momentum; kept for mu = 0 too, so the checkpoint schema does not change)."""
+    """s_{t-1} phi_{t-1}, the last natural-gradient direction taken, before the learning rate,
+    shape (P,), real (SPRING's momentum; kept for mu = 0 too, so the checkpoint schema does not
+    change)."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,10 @@ class NaturalGradient:
 
     method: minsr.Method = "auto"
     """"minsr", "sr" or "auto" (see :func:`hpcvmc.optim.minsr.solve`)."""
+
+    max_update_norm: float = 0.0
+    """c: the longest parameter step ||eta_t phi_t|| applied; a longer one is scaled down to c
+    (0 = no cap)."""
 
     rcond: float = 1e-12
     """Relative eigenvalue cutoff of the pseudo-inverse fallback."""
@@ -107,7 +117,8 @@ class NaturalGradient:
 
         Returns:
             ``(updates, new_state, info)``: the pytree to add to params, the next state, and the
-            solver's info plus ``learning_rate`` and ``diag_shift`` used at this step.
+            solver's info plus ``learning_rate`` and ``diag_shift`` used at this step and
+            ``update_scale`` s_t (1 where the cap did not act).
         """
         flat, unravel = ravel_pytree(params)
         learning_rate = _schedule(self.learning_rate)(state.step)
@@ -126,9 +137,15 @@ class NaturalGradient:
             n_rows_max=n_rows_max,
         )
         direction = (solution + prior).astype(flat.dtype)
-        updates = unravel(-learning_rate * direction)
-        info = {**info, "learning_rate": learning_rate, "diag_shift": diag_shift}
-        return updates, NaturalGradientState(state.step + 1, direction), info
+        step = learning_rate * direction
+        scale = jnp.ones((), flat.dtype)
+        if self.max_update_norm:
+            length = jnp.linalg.norm(step)
+            scale = jnp.where(length > self.max_update_norm, self.max_update_norm / length, scale)
+        updates = unravel(-scale * step)
+        info = {**info, "learning_rate": learning_rate, "diag_shift": diag_shift,
+                "update_scale": scale}
+        return updates, NaturalGradientState(state.step + 1, scale * direction), info
 
 
 def _schedule(value: ScalarOrSchedule) -> Callable[[jax.Array], jax.Array]:

@@ -209,3 +209,19 @@ def test_spring_matches_dense_and_reduces_to_minsr(comm: Comm, method: str) -> N
         previous = expected
     assert int(state.step) == 2
     assert_replicated(state.momentum, comm)
+
+
+def test_norm_cap_matches_dense_and_is_replicated(comm: Comm) -> None:
+    """max_update_norm on R ranks: the dense minSR step scaled to the cap, the same on every rank."""
+    counts = split_counts(15, comm.size)
+    n_params, shift, rate = 33, 1e-2, 0.1
+    params = {"w": jnp.zeros((n_params - 3,)), "b": jnp.zeros((3,))}
+    o_matrix, eps = global_problem(counts, n_params, True, 11)
+    free_step = -rate * dense_minsr(o_matrix, eps, shift)
+    capped = NaturalGradient(rate, shift, max_update_norm=0.3 * np.linalg.norm(free_step))
+    rows = (own_rows(o_matrix, counts, comm), own_rows(eps, counts, comm))
+    updates, _, info = capped.update(*rows, capped.init(params), params, comm)
+    flat_update = ravel_pytree(updates)[0]
+    assert relative_error(flat_update, 0.3 * free_step) < RTOL
+    assert abs(float(info["update_scale"]) - 0.3) < 1e-10
+    assert_replicated(flat_update, comm)
