@@ -22,7 +22,7 @@ applied to the previous direction. The same formula holds on the SR path
 Optional norm cap (as the SPRING authors' implementation, vmcnet, offers): with
 ``max_update_norm`` = c > 0 the applied step is ``-s_t eta_t phi_t`` with
 ``s_t = min(1, c / ||eta_t phi_t||)``, so no step moves the parameters further than c (Euclidean
-norm in parameter space); a rare sample with a huge local energy can then not throw the state
+norm in parameter space); a rare sample with a huge local energy then cannot throw the state
 far. The momentum stores the direction taken, s_t phi_t (vmcnet keeps the uncapped phi_t, which
 carries an outlier's step into the next ~1 / (1 - mu) steps).
 """
