@@ -19,6 +19,7 @@ from hpcvmc.stats import combine_steps
 from hpcvmc.systems.lattice import marshall_log_sign
 from test_cli import EXACT, tiny_input
 
+
 def _perturbed(setup):
     return jax.tree_util.tree_map(
         lambda p: p + 0.1 * jax.random.normal(jax.random.PRNGKey(p.size), p.shape), setup.init_params())
