@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 from hpcvmc.signals import REPEAT_GRACE, STOP_SIGNALS, StopFlag
 
@@ -13,7 +14,12 @@ from hpcvmc.signals import StopFlag
 flag = StopFlag().install()
 os.kill(os.getpid(), signal.SIGUSR1)
 os.kill(os.getpid(), signal.SIGTERM)        # a duplicate delivery: ignored
-assert flag.signum == signal.SIGUSR1
+deadline = time.monotonic() + 5
+while not flag and time.monotonic() < deadline:  # recorded by the watcher thread
+    time.sleep(0.01)
+time.sleep(0.2)
+# either was first: signals sent microseconds apart may reach different threads in any order
+assert flag.signum in (signal.SIGUSR1, signal.SIGTERM)
 print("recorded", flush=True)
 time.sleep({REPEAT_GRACE} + 0.5)
 os.kill(os.getpid(), signal.SIGTERM)        # a real second signal: exit at once
@@ -36,6 +42,9 @@ def test_flag_is_false_until_a_signal_arrives():
         flag.install()
         assert not flag
         os.kill(os.getpid(), signal.SIGUSR1)
+        deadline = time.monotonic() + 5
+        while not flag and time.monotonic() < deadline:  # recorded by the watcher thread
+            time.sleep(0.01)
         assert flag and flag.signum == signal.SIGUSR1
     finally:
         for s, handler in previous.items():
