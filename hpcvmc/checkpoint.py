@@ -30,16 +30,18 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import h5py
 import jax
 import numpy as np
 
 from hpcvmc import __version__
+from hpcvmc.outputs import cannot_write, make_folder, remove_quietly, temporary_name, writing
 
 FORMAT_VERSION = 1
 CHECKPOINT_PATTERN = re.compile(r"^step_(\d{8})\.h5$")
+T = TypeVar("T")
 
 
 class CheckpointError(Exception):
@@ -158,37 +160,49 @@ def _fsync_dir(folder: Path) -> None:
 def save(snap: Snapshot, output: str | Path, keep: int) -> Path:
     """Write a checkpoint atomically and delete all but the newest ``keep`` (rank 0 only).
 
+    Call only while holding the run-folder lock (:mod:`hpcvmc.runlock`): the clean-up of
+    temporary files left by a killed writer relies on no other writer being alive.
+
     Returns:
         The path of the new checkpoint.
+
+    Raises:
+        OutputError: a write failed (disk full, read-only, ...); the message names the file,
+            the temporary file is removed and the existing checkpoints are untouched.
     """
     folder = checkpoint_dir(output)
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folder(folder)
     final = folder / checkpoint_name(snap.step)
-    tmp = folder / f".{final.name}.tmp{os.getpid()}"
+    tmp = temporary_name(final)
     datasets = _datasets(snap)
-    with open(tmp, "w+b") as raw:
-        with h5py.File(raw, "w") as f:
-            meta = f.create_group("meta")
-            meta.attrs.update({
-                "format_version": FORMAT_VERSION, "hpcvmc_version": __version__,
-                "step": snap.step, "n_ranks": snap.n_ranks, "wall_time": time.time(),
-                "physics_hash": snap.physics_hash, "slurm_job_id": snap.slurm_job_id,
-                "checksum": _checksum(datasets),
-            })
-            meta.create_dataset("input_toml", data=snap.input_toml)
-            rng = f.create_group("rng")
-            rng.attrs.update({"seed": snap.seed,
-                              "scheme": "fold_in(fold_in(fold_in(key(seed), purpose), chain), step)"})
-            for name, array in datasets.items():
-                f.create_dataset(name, data=array)
-        raw.flush()
-        os.fsync(raw.fileno())
-    os.replace(tmp, final)
-    _fsync_dir(folder)
-    for old in list_checkpoints(output)[keep:]:
-        old.unlink()
-    for stale in folder.glob(".step_*.h5.tmp*"):  # left by a writer that was killed
-        stale.unlink()
+    try:
+        with open(tmp, "w+b") as raw:
+            with h5py.File(raw, "w") as f:
+                meta = f.create_group("meta")
+                meta.attrs.update({
+                    "format_version": FORMAT_VERSION, "hpcvmc_version": __version__,
+                    "step": snap.step, "n_ranks": snap.n_ranks, "wall_time": time.time(),
+                    "physics_hash": snap.physics_hash, "slurm_job_id": snap.slurm_job_id,
+                    "checksum": _checksum(datasets),
+                })
+                meta.create_dataset("input_toml", data=snap.input_toml)
+                rng = f.create_group("rng")
+                rng.attrs.update({"seed": snap.seed, "scheme": "fold_in(fold_in(fold_in(key(seed), "
+                                  "purpose), chain), step)"})
+                for name, array in datasets.items():
+                    f.create_dataset(name, data=array)
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.replace(tmp, final)
+        _fsync_dir(folder)
+    except OSError as exc:
+        remove_quietly(tmp)
+        raise cannot_write(final, exc) from None
+    with writing(folder):
+        for old in list_checkpoints(output)[keep:]:
+            old.unlink()
+        for stale in folder.glob(".step_*.h5.tmp*"):  # left by a writer that was killed
+            stale.unlink()
     return final
 
 
@@ -205,53 +219,129 @@ def _read_group(f: h5py.File, name: str) -> dict[str, np.ndarray]:
     return out
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _attribute(attrs: Any, name: str, kind: type, path: Path) -> Any:
+    """A /meta or /rng attribute converted to ``kind``; CheckpointError if missing or malformed."""
+    if name not in attrs:
+        raise CheckpointError(f"{path}: attribute {name} is missing (corrupt checkpoint)")
+    value = attrs[name]
+    if isinstance(value, bytes):
+        value = value.decode(errors="replace")
+    try:
+        if kind is int:
+            if isinstance(value, (str, float)) or np.ndim(value) != 0 or int(value) != value:
+                raise ValueError
+            return int(value)
+        if not isinstance(value, str):
+            raise ValueError
+        return value
+    except (TypeError, ValueError):
+        raise CheckpointError(f"{path}: attribute {name} = {_one_line(repr(value))[:60]} is not "
+                              f"{'an integer' if kind is int else 'a string'} (corrupt checkpoint)") from None
+
+
+def _check_history(history: dict[str, np.ndarray], path: Path) -> None:
+    """Every logged quantity: a 1-D numeric array, all of one length."""
+    lengths = set()
+    for name, values in history.items():
+        if values.ndim != 1 or not np.issubdtype(values.dtype, np.number):
+            raise CheckpointError(f"{path}: /history/{name} is not a 1-D numeric array "
+                                  "(corrupt checkpoint)")
+        lengths.add(len(values))
+    if len(lengths) > 1:
+        raise CheckpointError(f"{path}: /history has quantities of different lengths "
+                              f"{sorted(lengths)} (corrupt checkpoint)")
+
+
 def read(path: str | Path) -> Snapshot:
     """Read and validate a checkpoint; params and opt_state come back as flat path dicts.
 
+    Every part is checked: the /meta and /rng attributes (present, of the right type), the
+    effective input, the checksum over all datasets, the history's shape.
+
     Raises:
-        CheckpointError: the file is missing, truncated, corrupt, foreign, from a newer format
-            version, or fails its checksum. The message names the file.
+        CheckpointError: the file is missing, truncated, corrupt (any part missing or malformed),
+            foreign, from a newer format version, or fails its checksum. The message is one
+            line naming the file.
     """
     path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not a checkpoint file (a folder?)")
     try:
         with h5py.File(path, "r") as f:
             if "meta" not in f or "format_version" not in f["meta"].attrs:
                 raise CheckpointError(f"{path}: not an hpcvmc checkpoint (no /meta/format_version)")
-            meta = dict(f["meta"].attrs)
-            if int(meta["format_version"]) > FORMAT_VERSION:
+            attrs = f["meta"].attrs
+            version = _attribute(attrs, "format_version", int, path)
+            if version > FORMAT_VERSION:
                 raise CheckpointError(
-                    f"{path}: format version {meta['format_version']} is newer than this hpcvmc "
+                    f"{path}: format version {version} is newer than this hpcvmc "
                     f"reads ({FORMAT_VERSION}); upgrade hpcvmc"
                 )
+            meta = {name: _attribute(attrs, name, kind, path) for name, kind in (
+                ("step", int), ("n_ranks", int), ("physics_hash", str), ("slurm_job_id", str),
+                ("checksum", str))}
+            for group in ("meta/input_toml", "rng"):
+                if group not in f:
+                    raise CheckpointError(f"{path}: /{group} is missing (corrupt checkpoint)")
+            seed = _attribute(f["rng"].attrs, "seed", int, path)
             groups = {g: _read_group(f, g) for g in ("params", "opt_state", "sampler", "history")}
             input_toml = f["meta/input_toml"][()]
-            seed = int(f["rng"].attrs["seed"])
     except CheckpointError:
         raise
-    except (OSError, KeyError, ValueError) as exc:
-        raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({exc})") from None
+    except (OSError, KeyError, ValueError, TypeError, AttributeError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: unreadable or truncated checkpoint "
+                              f"({_one_line(exc)[:200]})") from None
     datasets = {f"{g}/{k}": v for g, arrays in groups.items() for k, v in arrays.items()}
     if _checksum(datasets) != meta["checksum"]:
         raise CheckpointError(f"{path}: checksum mismatch (corrupt checkpoint)")
+    if isinstance(input_toml, bytes):
+        input_toml = input_toml.decode(errors="replace")
+    if not isinstance(input_toml, str):
+        raise CheckpointError(f"{path}: /meta/input_toml is not text (corrupt checkpoint)")
+    if meta["step"] < 0 or meta["n_ranks"] < 1 or not groups["params"]:
+        raise CheckpointError(f"{path}: step {meta['step']}, n_ranks {meta['n_ranks']}, "
+                              f"{len(groups['params'])} parameter arrays (corrupt checkpoint)")
+    _check_history(groups["history"], path)
     return Snapshot(
-        step=int(meta["step"]),
+        step=meta["step"],
         params=groups["params"],
         opt_state=groups["opt_state"],
         chains=groups["sampler"] or None,
         history=groups["history"],
-        input_toml=input_toml.decode() if isinstance(input_toml, bytes) else str(input_toml),
-        physics_hash=str(meta["physics_hash"]),
+        input_toml=input_toml,
+        physics_hash=meta["physics_hash"],
         seed=seed,
-        n_ranks=int(meta["n_ranks"]),
-        slurm_job_id=str(meta["slurm_job_id"]),
+        n_ranks=meta["n_ranks"],
+        slurm_job_id=meta["slurm_job_id"],
     )
 
 
 def newest_valid(output: str | Path, warn: Any = print) -> Snapshot | None:
     """The newest checkpoint of a run that passes validation; bad ones are reported by name."""
+    found = newest_usable(output, lambda snap, path: snap, warn)
+    return None if found is None else found[1]
+
+
+def newest_usable(output: str | Path, use: Callable[[Snapshot, Path], T],
+                  warn: Callable[[str], None]) -> tuple[Path, T] | None:
+    """Newest first, the first checkpoint of a run that reads and that ``use`` accepts.
+
+    ``use(snapshot, path)`` turns a valid snapshot into what the caller needs (e.g. restores
+    the parameter tree); a :class:`CheckpointError` from reading or from ``use`` marks that file
+    as unusable: it is reported by name through ``warn`` and the one before it is tried.
+
+    Returns:
+        (path, use's result), or None when no checkpoint is usable.
+    """
     for path in list_checkpoints(output):
         try:
-            return read(path)
+            return path, use(read(path), path)
         except CheckpointError as exc:
             warn(f"hpcvmc: skipping checkpoint {exc}")
     return None

@@ -5,8 +5,10 @@ through mpi4jax inside the computation, so there is no host round trip inside a 
 steps the driver logs, checks for non-finite energies (NaN guard), honours stop signals and
 writes checkpoints at the configured cadence.
 
-Exit codes of a run: 0 finished, 2 bad input or checkpoint, 3 stopped on a non-finite energy
-or parameter (the last good state is checkpointed), 75 stopped by a signal after a checkpoint.
+Exit codes of a run: 0 finished, 2 bad input or checkpoint (or the run folder is in use by
+another run), 3 stopped on a non-finite energy or parameter (the last good state is
+checkpointed), 74 a file of the run folder could not be written, 75 stopped by a signal after a
+checkpoint. Rank 0 holds the run folder's lock (:mod:`hpcvmc.runlock`) for the whole run.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from hpcvmc.build import Setup
 from hpcvmc.config import ExactSamplerConfig, InputError, loads
 from hpcvmc.measure import FINAL_FILE, final_measurement, read_final
 from hpcvmc.optim.jacobian import centred_scaled, jacobian
+from hpcvmc.outputs import OutputError, cannot_write, write_text_atomic, writing
 from hpcvmc.progress import Progress
+from hpcvmc.runlock import LOCK_FILE, locked
 from hpcvmc.sampling import ChainState
 from hpcvmc.signals import EXIT_INTERRUPTED, StopFlag
 from hpcvmc.stats import Stats, clip_local_energy, summarize, summarize_weighted
@@ -138,22 +142,35 @@ def _gather_chains(setup: Setup, chains: ChainState | None) -> dict[str, np.ndar
     return gathered if setup.comm.is_root else None
 
 
+def share_failure(comm: Any, failure: str | None) -> None:
+    """Rank 0's write failure (or None) reaches every rank, which all raise it (collective)."""
+    failure = comm.bcast(failure)
+    if failure is not None:
+        raise OutputError(failure)
+
+
 def save_checkpoint(setup: Setup, state: RunState) -> Path | None:
-    """Write the state as a checkpoint (collective: every rank must call it)."""
+    """Write the state as a checkpoint (collective: every rank must call it).
+
+    Raises:
+        OutputError: on every rank when rank 0's write failed (the earlier checkpoints stay).
+    """
     chains = _gather_chains(setup, state.chains)
-    if not setup.comm.is_root:
-        setup.comm.barrier()
-        return None
-    snap = ckpt.Snapshot(
-        step=state.step, params=jax.device_get(state.params),
-        opt_state=jax.device_get(state.opt_state), chains=chains,
-        history={k: np.asarray(v, dtype=float) for k, v in state.history.items()},
-        input_toml=setup.config.text, physics_hash=setup.config.physics_hash(),
-        seed=setup.config.run.seed, n_ranks=setup.comm.size,
-        slurm_job_id=os.environ.get("SLURM_JOB_ID", ""),
-    )
-    path = ckpt.save(snap, setup.config.run.output, setup.config.run.keep_checkpoints)
-    setup.comm.barrier()
+    path, failure = None, None
+    if setup.comm.is_root:
+        snap = ckpt.Snapshot(
+            step=state.step, params=jax.device_get(state.params),
+            opt_state=jax.device_get(state.opt_state), chains=chains,
+            history={k: np.asarray(v, dtype=float) for k, v in state.history.items()},
+            input_toml=setup.config.text, physics_hash=setup.config.physics_hash(),
+            seed=setup.config.run.seed, n_ranks=setup.comm.size,
+            slurm_job_id=os.environ.get("SLURM_JOB_ID", ""),
+        )
+        try:
+            path = ckpt.save(snap, setup.config.run.output, setup.config.run.keep_checkpoints)
+        except OutputError as exc:
+            failure = str(exc)
+    share_failure(setup.comm, failure)
     return path
 
 
@@ -219,20 +236,81 @@ def _params_from(setup: Setup, source: Path, say: Callable[[str], None]) -> Any:
     Raises:
         InputError: naming ``run.init_params`` (missing, corrupt, or another parameter tree).
     """
+    template = jax.eval_shape(setup.init_params)
+    reasons: list[str] = []
+
+    def use(snap: ckpt.Snapshot, path: Path) -> tuple[int, Any]:
+        try:
+            return snap.step, ckpt.restore_tree(template, snap.params, "params", path)
+        except ckpt.CheckpointError as exc:
+            reasons.append(str(exc))
+            raise
+
     try:
-        snap = ckpt.newest_valid(source, warn=say) if source.is_dir() else ckpt.read(source)
-        if snap is None:
-            raise ckpt.CheckpointError(f"{source}: no valid checkpoint")
-        params = ckpt.restore_tree(jax.eval_shape(setup.init_params), snap.params, "params", source)
+        if source.is_dir():
+            found = ckpt.newest_usable(source, use, say)
+            if found is None:
+                why = f" ({reasons[0]})" if reasons else ""
+                raise ckpt.CheckpointError(f"{source}: no usable checkpoint{why}")
+            step, params = found[1]
+        else:
+            step, params = use(ckpt.read(source), source)
     except (OSError, ckpt.CheckpointError) as exc:
         raise InputError(f"run.init_params: {exc}") from None
-    say(f"initial parameters from {source} (step {snap.step} of that run)")
+    say(f"initial parameters from {source} (step {step} of that run)")
     return params
 
 
 def _burnt_in_chains(setup: Setup, params: Any) -> ChainState:
     """This rank's Markov chains, started and burnt in with ``params``."""
     return jax.jit(lambda p: setup.sampler.init(setup.logpsi, p, jnp.asarray(setup.chain_ids)))(params)
+
+
+def run_files(out: Path) -> list[Path]:
+    """What a run folder holds besides its lock file (empty when it does not exist)."""
+    return [p for p in out.iterdir() if p.name != LOCK_FILE] if out.is_dir() else []
+
+
+def check_output_folder(config: Any) -> None:
+    """Refuse, without touching it, an output folder that is not a run of this physics.
+
+    Raises:
+        InputError: ``run.output`` is a file, or a folder holding something other than an
+            hpcvmc run, or a run of another system/model.
+    """
+    out = Path(config.run.output)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"run.output = {str(out)!r}: exists and is not a folder")
+    if not run_files(out):
+        return
+    saved_input = out / INPUT_FILE
+    if not saved_input.is_file():
+        raise InputError(f"{out}: output folder exists and is not an hpcvmc run; "
+                         "choose another run.output")
+    try:
+        text = saved_input.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{saved_input}: cannot read ({exc})") from None
+    saved = loads(text, source=str(saved_input))
+    if saved.physics_hash() != config.physics_hash():
+        raise InputError(f"{out}: output folder holds a run of a different system/model "
+                         f"(see {saved_input}); choose another run.output")
+
+
+def _newest_restorable(setup: Setup, out: Path, say: Callable[[str], None]
+                       ) -> tuple[ckpt.Snapshot, RunState] | None:
+    """The newest checkpoint of ``out`` that reads and restores into this run (collective
+    reads on every rank); unusable ones are reported by name and skipped.
+
+    Raises:
+        InputError: a valid checkpoint of another system/model.
+    """
+    def use(snap: ckpt.Snapshot, path: Path) -> tuple[ckpt.Snapshot, RunState]:
+        _check_compatible(setup, snap, str(out), say)
+        return snap, restore(setup, snap, path)
+
+    found = ckpt.newest_usable(out, use, say)
+    return None if found is None else found[1]
 
 
 def prepare_output(setup: Setup, restart: str | None, say: Callable[[str], None]) -> RunState:
@@ -251,56 +329,68 @@ def prepare_output(setup: Setup, restart: str | None, say: Callable[[str], None]
         path = Path(restart)
         try:
             snap = ckpt.read(path)
+            _check_compatible(setup, snap, str(path), say)
+            state = restore(setup, snap, path)
         except ckpt.CheckpointError as exc:
-            raise InputError(str(exc)) from None
-        _check_compatible(setup, snap, str(path), say)
+            raise InputError(f"--restart: {exc}") from None
         say(f"restarting from {path} (step {snap.step})")
-        return restore(setup, snap, path)
-    if out.exists() and any(out.iterdir()):
-        saved_input = out / INPUT_FILE
-        if not saved_input.is_file():
-            raise InputError(f"{out}: output folder exists and is not an hpcvmc run; "
-                             "choose another run.output")
-        saved = loads(saved_input.read_text(), source=str(saved_input))
-        if saved.physics_hash() != setup.config.physics_hash():
-            raise InputError(f"{out}: output folder holds a run of a different system/model "
-                             f"(see {saved_input}); choose another run.output")
-        snap = ckpt.newest_valid(out, warn=say)
-        if snap is not None:
-            _check_compatible(setup, snap, str(out), say)
+        return state
+    check_output_folder(setup.config)
+    if run_files(out):
+        found = _newest_restorable(setup, out, say)
+        if found is not None:
+            snap, state = found
             say(f"resuming {out} from step {snap.step} (written by {snap.n_ranks} rank(s))")
-            return restore(setup, snap, out / "checkpoints" / ckpt.checkpoint_name(snap.step))
+            return state
     source = setup.config.run.init_params
     return fresh_state(setup, _params_from(setup, Path(source), say) if source else None)
 
 
 def _write_history_csv(out: Path, history: dict[str, list[float]]) -> None:
-    """Rewrite the per-step CSV log from the history (used at start and on resume)."""
+    """Rewrite the per-step CSV log from the history (at start and on resume; atomic)."""
     n = len(history["energy"])
-    with open(out / HISTORY_CSV, "w") as f:
-        f.write("step," + ",".join(HISTORY_KEYS) + "\n")
-        for i in range(n):
-            f.write(f"{i + 1}," + ",".join(repr(history[k][i]) for k in HISTORY_KEYS) + "\n")
+    lines = ["step," + ",".join(HISTORY_KEYS)]
+    lines += [f"{i + 1}," + ",".join(repr(history[k][i]) for k in HISTORY_KEYS) for i in range(n)]
+    write_text_atomic(out / HISTORY_CSV, "\n".join(lines) + "\n")
 
 
 def run(setup: Setup, restart: str | None = None, progress_every: int = 1,
         stop: StopFlag | None = None) -> int:
     """Run (or resume) the optimization to ``run.steps``; returns the exit code.
 
+    The output folder is checked (read-only) first, then locked for the whole run: a second run
+    on the same folder is refused with InputError before it reads or writes anything there.
+
     Args:
         setup: the built run.
         restart: a checkpoint to start from instead of the output folder's newest.
         progress_every: batch mode: print every this many steps.
         stop: the installed stop-signal flag (installed here when None).
+
+    Raises:
+        InputError: a foreign or locked output folder, a bad checkpoint.
+        OutputError: a file of the run folder could not be written.
     """
+    say = Progress(setup.config.run.steps, setup.comm.is_root).message
+    check_output_folder(setup.config)
+    with locked(setup.config.run.output, setup.comm, say):
+        return _run_locked(setup, restart, progress_every, stop, say)
+
+
+def _run_locked(setup: Setup, restart: str | None, progress_every: int, stop: StopFlag | None,
+                say: Callable[[str], None]) -> int:
+    """:func:`run` once the output folder is locked."""
     comm, cfg = setup.comm, setup.config
     out = Path(cfg.run.output)
-    say = Progress(cfg.run.steps, comm.is_root).message
     state = prepare_output(setup, restart, say)
+    failure = None
     if comm.is_root:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / INPUT_FILE).write_text(cfg.text)
-        _write_history_csv(out, state.history)
+        try:
+            write_text_atomic(out / INPUT_FILE, cfg.text)
+            _write_history_csv(out, state.history)
+        except OutputError as exc:
+            failure = str(exc)
+    share_failure(comm, failure)
     n_params = sum(int(np.size(p)) for p in jax.tree_util.tree_leaves(state.params))
     say(f"hpcvmc: {cfg.system.type} with {setup.system.n_sites} sites, model {cfg.model.type} "
         f"with {n_params} parameters, {comm.size} rank(s), steps {state.step} -> {cfg.run.steps}")
@@ -314,7 +404,11 @@ def run(setup: Setup, restart: str | None = None, progress_every: int = 1,
     step_fn = make_step(setup)
     n_samples = samples_per_step(setup)
     last_checkpoint = time.monotonic()
-    csv = open(out / HISTORY_CSV, "a") if comm.is_root else None
+    csv_path = out / HISTORY_CSV
+    csv = None
+    if comm.is_root:
+        with writing(csv_path):
+            csv = open(csv_path, "a")
     try:
         while state.step < cfg.run.steps:
             start = time.perf_counter()
@@ -332,8 +426,13 @@ def run(setup: Setup, restart: str | None = None, progress_every: int = 1,
                              state.history)
             progress.update(state.step, row)
             if csv is not None:
-                csv.write(f"{state.step}," + ",".join(repr(row[k]) for k in HISTORY_KEYS) + "\n")
-                csv.flush()
+                try:
+                    csv.write(f"{state.step}," + ",".join(repr(row[k]) for k in HISTORY_KEYS)
+                              + "\n")
+                    csv.flush()
+                except OSError as exc:
+                    failure = str(cannot_write(csv_path, exc))
+            share_failure(comm, failure)
             minutes = cfg.run.checkpoint_minutes
             due_time = minutes > 0 and time.monotonic() - last_checkpoint > 60 * minutes
             due = (state.step % cfg.run.checkpoint_every == 0 or state.step == cfg.run.steps
@@ -348,7 +447,10 @@ def run(setup: Setup, restart: str | None = None, progress_every: int = 1,
                 return EXIT_INTERRUPTED
     finally:
         if csv is not None:
-            csv.close()
+            try:
+                csv.close()
+            except OSError:
+                pass  # the row that could not be flushed is re-written from the checkpoint
     say(f"done after {state.step} steps (last step, before its update): "
         f"{setup.system.format_energy(state.history['energy'][-1], state.history['error'][-1])}; "
         f"output in {out}")
@@ -368,11 +470,10 @@ def measure_newest(setup: Setup, say: Callable[[str], None]) -> int:
         InputError: no valid checkpoint, or one of a different input.
     """
     out = Path(setup.config.run.output)
-    snap = ckpt.newest_valid(out, warn=say)
-    if snap is None:
+    found = _newest_restorable(setup, out, say)
+    if found is None:
         raise InputError(f"{out}: no valid checkpoint to measure")
-    _check_compatible(setup, snap, str(out), say)
-    state = restore(setup, snap, out / "checkpoints" / ckpt.checkpoint_name(snap.step))
+    state = found[1]
     if not _measure_if_missing(setup, state, say):
         say(f"{out / FINAL_FILE} already holds the measurement of step {state.step}")
     return EXIT_OK

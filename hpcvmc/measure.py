@@ -21,7 +21,6 @@ E0 for moire electrons; ``summary`` also gives per site / per electron in meV).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from collections.abc import Callable
 from typing import Any
@@ -31,6 +30,7 @@ import jax.numpy as jnp
 
 from hpcvmc.build import Setup
 from hpcvmc.config import ExactSamplerConfig, MoireConfig
+from hpcvmc.outputs import OutputError, write_text_atomic
 from hpcvmc.sampling import PURPOSE_MEASURE
 from hpcvmc.stats import combine_steps, summarize, summarize_weighted
 
@@ -107,15 +107,18 @@ def final_measurement(setup: Setup, params: Any, chains: Any, step: int, n_steps
 
     Returns:
         The dictionary written to ``final.json`` (equal on every rank).
+
+    Raises:
+        OutputError: on every rank when rank 0 could not write the files.
     """
+    from hpcvmc import observables
+
     out = Path(setup.config.run.output)
+    observables_found = None
     if isinstance(setup.config.system, MoireConfig):
-        from hpcvmc import observables
 
         obs, _ = observables.measure(setup, params, chains, n_steps)
-        if setup.comm.is_root:
-            observables.write_observables(out, obs)
-            observables.plot_observables(out)
+        observables_found = obs
         mean, error, variance = obs.energy_E0, obs.energy_error_E0, obs.energy_variance_E0
         n_samples = obs.n_samples
     else:
@@ -125,10 +128,18 @@ def final_measurement(setup: Setup, params: Any, chains: Any, step: int, n_steps
         "energy": {"mean": mean, "error": error, "variance": variance},
         "units": setup.system.energy_unit, "summary": setup.system.format_energy(mean, error),
     }
+    failure = None
     if setup.comm.is_root:
-        tmp = out / (FINAL_FILE + ".tmp")
-        tmp.write_text(json.dumps(result, indent=1) + "\n")
-        os.replace(tmp, out / FINAL_FILE)
+        try:
+            if observables_found is not None:
+                observables.write_observables(out, observables_found)
+                observables.plot_observables(out)
+            write_text_atomic(out / FINAL_FILE, json.dumps(result, indent=1) + "\n")
+        except OutputError as exc:
+            failure = str(exc)
+    failure = setup.comm.bcast(failure)
+    if failure is not None:
+        raise OutputError(failure)
     return result
 
 

@@ -25,6 +25,7 @@ collectives (:func:`reduce`); :func:`measure` runs a measurement phase with fixe
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -34,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hpcvmc.measure import sample_fixed
+from hpcvmc.outputs import cannot_write, remove_quietly, temporary_name, writing
 from hpcvmc.parallel import Comm
 from hpcvmc.systems.moire_lattice import G_NORM, moire_sites, sqrt3_sublattice, supercell_reciprocal
 
@@ -276,18 +278,27 @@ def measure(setup: Any, params: Any, chains: Any, n_steps: int, geometry: Geomet
 def write_observables(run_dir: str | Path, obs: Observables) -> Path:
     """Write ``RUN_DIR/observables.h5`` (one dataset per array field, scalars as attributes).
 
-    Call on rank 0 only. Returns the path.
+    Call on rank 0 only. Written to a temporary name and renamed (atomic). Returns the path.
+
+    Raises:
+        OutputError: naming the file; the temporary file is removed, an older file is kept.
     """
     path = Path(run_dir) / OBSERVABLES_FILE
-    with h5py.File(path, "w") as f:
-        for item in dataclasses.fields(obs):
-            value = getattr(obs, item.name)
-            if isinstance(value, np.ndarray):
-                f.create_dataset(item.name, data=value)
-            else:
-                f.attrs[item.name] = value
-        f.attrs["units"] = ("lengths in a_M, wave vectors in 1/a_M, density in 1/a_M^2, "
-                            "energies in E0 (totals for the supercell)")
+    tmp = temporary_name(path)
+    try:
+        with h5py.File(tmp, "w") as f:
+            for item in dataclasses.fields(obs):
+                value = getattr(obs, item.name)
+                if isinstance(value, np.ndarray):
+                    f.create_dataset(item.name, data=value)
+                else:
+                    f.attrs[item.name] = value
+            f.attrs["units"] = ("lengths in a_M, wave vectors in 1/a_M, density in 1/a_M^2, "
+                                "energies in E0 (totals for the supercell)")
+        os.replace(tmp, path)
+    except OSError as exc:
+        remove_quietly(tmp)
+        raise cannot_write(path, exc) from None
     return path
 
 
@@ -351,8 +362,11 @@ def plot_density(obs: Observables, out: str | Path) -> Path:
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
     draw_density(fig, ax, obs)
     fig.tight_layout()
-    fig.savefig(out, dpi=130)
-    plt.close(fig)
+    try:
+        with writing(out):
+            fig.savefig(out, dpi=130)
+    finally:
+        plt.close(fig)
     return Path(out)
 
 
@@ -390,8 +404,11 @@ def plot_structure_factor(obs: Observables, out: str | Path) -> Path:
     ax_line.legend(fontsize=7)
     fig.suptitle(f"structure factor, N = {obs.n_electrons} on {len(obs.sites)} sites", fontsize=9)
     fig.tight_layout()
-    fig.savefig(out, dpi=130)
-    plt.close(fig)
+    try:
+        with writing(out):
+            fig.savefig(out, dpi=130)
+    finally:
+        plt.close(fig)
     return Path(out)
 
 

@@ -47,6 +47,19 @@ def launcher_world_size() -> int:
     return 1
 
 
+def launcher_rank() -> int:
+    """This process's world rank as the launcher's environment announces it (0 without one);
+    known before MPI is initialized, so that only rank 0 prints an early input error."""
+    if launcher_world_size() == 1:
+        return 0
+    for size_var, rank_var, _ in _LAUNCHER_VARIABLES:
+        if size_var == "SLURM_NTASKS" and "SLURM_STEP_ID" not in os.environ:
+            continue
+        if rank_var in os.environ:
+            return int(os.environ[rank_var])
+    return 0
+
+
 def launcher_local_rank() -> int | None:
     """The node-local rank announced by the launcher, or None when no launcher says."""
     for _, _, local_var in _LAUNCHER_VARIABLES:
@@ -183,6 +196,18 @@ def _node_local_rank(mpi_comm: Any) -> int:
     local = node_comm.Get_rank()
     node_comm.Free()
     return local
+
+
+def ranks_on_node(comm: Comm) -> int:
+    """Number of ranks of the run on this rank's node (collective under MPI)."""
+    if comm.mpi_comm is None or comm.size == 1:
+        return 1
+    from mpi4py import MPI
+
+    node_comm = comm.mpi_comm.Split_type(MPI.COMM_TYPE_SHARED)
+    size = node_comm.Get_size()
+    node_comm.Free()
+    return size
 
 
 def bind_device(local_rank: int, platform: str = "auto") -> None:
