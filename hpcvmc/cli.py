@@ -2,8 +2,9 @@
 reference | transition``.
 
 Exit codes: 0 success, 1 an unexpected failure (under MPI the whole job is aborted), 2 bad input
-(one line on stderr naming the key or file; nothing existing is touched), 3 a run stopped on a
-non-finite energy, 75 a run stopped by a signal after writing a checkpoint.
+(one line on stderr naming the key or file; nothing existing is touched; also a run folder in
+use by another run), 3 a run stopped on a non-finite energy, 74 a file could not be written (one
+line naming it), 75 a run stopped by a signal after writing a checkpoint.
 Only rank 0 prints.
 """
 
@@ -16,7 +17,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from hpcvmc import __version__
-from hpcvmc.config import Config, InputError, J1J2Config, check_ranks, load, loads
+from hpcvmc.config import Config, InputError, J1J2Config, check_ranks, load, load_system, loads
+from hpcvmc.outputs import EXIT_IO, OutputError, refuse_existing, writing
 
 EXIT_INPUT = 2
 
@@ -26,14 +28,38 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 def _init(config: Config | None = None, platform: str = "auto") -> Any:
-    """MPI and device binding first, then float64 (energies and solvers need it)."""
+    """MPI and device binding first, then float64 (energies and solvers need it).
+
+    Raises:
+        InputError: ``run.platform = "gpu"`` and some rank has no usable GPU (every rank).
+    """
     from hpcvmc.parallel import init_distributed
 
-    comm = init_distributed(platform=config.run.platform if config else platform)
+    platform = config.run.platform if config else platform
+    comm = init_distributed(platform=platform)
     import jax
 
     jax.config.update("jax_enable_x64", True)
+    if platform == "gpu":
+        try:
+            missing = not jax.devices("gpu")
+        except RuntimeError:
+            missing = True
+        if comm.any(missing):
+            raise InputError("run.platform = 'gpu': no usable GPU (JAX finds no GPU backend on "
+                             f"{'every rank' if comm.size > 1 else 'this machine'}); use 'auto' "
+                             "or 'cpu', or run on a GPU node")
     return comm
+
+
+def _check_costs(config: Config, comm: Any) -> None:
+    """Memory and basis checks before anything is built or written (every rank)."""
+    from hpcvmc import resources
+    from hpcvmc.parallel import ranks_on_node
+
+    on_node = ranks_on_node(comm)
+    resources.check_before_build(config, comm.size, on_node)
+    resources.check_network(config, comm.size, on_node)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -42,7 +68,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     stop = StopFlag().install()  # first: a signal during start-up is recorded, not fatal
     config = _load(args)
+    if args.restart is not None and not Path(args.restart).is_file():
+        what = "not a checkpoint file" if Path(args.restart).exists() else "no such checkpoint file"
+        raise InputError(f"--restart {args.restart}: {what}")
+    from hpcvmc import resources
+    from hpcvmc.parallel import launcher_world_size
+
+    # absurd sizes are refused before MPI and JAX start (the full check follows below)
+    resources.check_before_build(config, launcher_world_size(), 1)
     comm = _init(config)
+    check_ranks(config, comm.size)
+    _check_costs(config, comm)
     from hpcvmc.build import build
     from hpcvmc.driver import run
 
@@ -70,10 +106,17 @@ def cmd_measure(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    """Check an input file without running it."""
+    """Check an input file without running it: keys, values, rank count, the moire basis and
+    the memory of a step (against this machine's memory / --ranks, or HPCVMC_MEMORY)."""
+    from hpcvmc import resources
+
     config = _load(args)
     check_ranks(config, args.ranks)
-    print(f"{args.input}: valid")
+    resources.check_before_build(config, args.ranks, args.ranks)
+    _init(platform="cpu")
+    estimate = resources.check_network(config, args.ranks, args.ranks)
+    print(f"{args.input}: valid (one step needs about {resources.gib(estimate)} per rank "
+          f"on {args.ranks} rank(s))")
     return 0
 
 
@@ -93,13 +136,13 @@ def _exact_energy(system: J1J2Config, allow_known: bool) -> tuple[float, str]:
 
 
 def cmd_exact(args: argparse.Namespace) -> int:
-    """Exact ground-state energy of the input's lattice."""
-    config = _load(args)
-    if not isinstance(config.system, J1J2Config):
-        raise InputError(f"system.type = {config.system.type!r}: hpcvmc exact is for j1j2; "
+    """Exact ground-state energy of the input's lattice (the input needs only [system])."""
+    system = load_system(args.input, overrides=args.set)
+    if not isinstance(system, J1J2Config):
+        raise InputError(f"system.type = {system.type!r}: hpcvmc exact is for j1j2; "
                          "use hpcvmc reference for moire electrons")
-    energy, source = _exact_energy(config.system, args.known)
-    n = config.system.n_sites
+    energy, source = _exact_energy(system, args.known)
+    n = system.n_sites
     result = {"energy": energy, "energy_per_site": energy / n, "n_sites": n, "source": source}
     if args.json:
         print(json.dumps(result))
@@ -116,12 +159,14 @@ def _summary(path: Path) -> dict[str, Any]:
     try:
         if path.is_dir():
             files = ckpt.list_checkpoints(path)
-            snap = ckpt.newest_valid(path, warn=lambda m: print(m, file=sys.stderr))
-            if snap is None:
+            found = ckpt.newest_usable(path, lambda snap, _: snap,
+                                       lambda m: print(m, file=sys.stderr))
+            if found is None:
                 raise InputError(f"{path}: no valid checkpoint in {ckpt.checkpoint_dir(path)}")
+            used, snap = found
         elif path.is_file():
             files = [path]
-            snap = ckpt.read(path)
+            used, snap = path, ckpt.read(path)
         else:
             raise InputError(f"{path}: no such run folder or checkpoint")
     except ckpt.CheckpointError as exc:
@@ -138,7 +183,7 @@ def _summary(path: Path) -> dict[str, Any]:
         "n_sites": getattr(config.system, "n_sites", None), "energy": energy,
         "history_length": len(history.get("energy", [])), "slurm_job_id": snap.slurm_job_id,
         "system": config.to_dict()["system"], "model": config.to_dict()["model"],
-        "checkpoints": [str(f) for f in files],
+        "checkpoints": [str(f) for f in files], "checkpoint": str(used),
         "final": read_final(path) if path.is_dir() else None,
     }
 
@@ -170,6 +215,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from hpcvmc.plotting import plot_energy, plot_reference_density
 
     run_dir = Path(args.run_dir)
+    refuse_existing(args.out, args.force)
     if run_dir.suffix == ".json":  # a Hartree-Fock reference: its charge density
         try:
             result = json.loads(run_dir.read_text())
@@ -179,7 +225,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
         if not density_ok:
             raise InputError(f"{run_dir}: not a Hartree-Fock result of hpcvmc reference hf")
         out = Path(args.out) if args.out else run_dir.with_suffix(".png")
-        plot_reference_density(result, out)
+        with writing(out):
+            plot_reference_density(result, out)
         print(f"wrote {out}")
         return 0
     info = _summary(run_dir)
@@ -191,11 +238,13 @@ def cmd_plot(args: argparse.Namespace) -> int:
         except InputError:
             exact = None
     out = Path(args.out) if args.out else run_dir / "energy.png"
-    plot_energy(run_dir, out, exact=exact, title=f"{info['system']}  {info['model']}")
+    with writing(out):
+        plot_energy(run_dir, out, exact=exact, title=f"{info['system']}  {info['model']}")
     print(f"wrote {out}")
     if (run_dir / OBSERVABLES_FILE).is_file():  # moire runs with a final measurement
-        for path in plot_observables(run_dir):
-            print(f"wrote {path}")
+        with writing(run_dir):
+            for path in plot_observables(run_dir):
+                print(f"wrote {path}")
     return 0
 
 
@@ -205,18 +254,20 @@ def cmd_attention(args: argparse.Namespace) -> int:
     from hpcvmc.analysis.attention import attention_summary, plot_attention, to_jsonable
 
     run_dir = Path(args.run_dir)
+    refuse_existing(args.png, args.force)
     info = _summary(run_dir)  # validates the folder; raises InputError with its name
-    config = loads(ckpt.read(info["checkpoints"][0]).input_toml, source=str(run_dir))
+    config = loads(ckpt.read(info["checkpoint"]).input_toml, source=str(run_dir))
     if config.model.type != "vit":
         raise InputError(f"{run_dir}: model.type = {config.model.type!r} has no attention maps")
     comm = _init(config)
     from hpcvmc.analysis.sampling import sample_from_checkpoint
 
-    setup, params, x = sample_from_checkpoint(config, comm, Path(info["checkpoints"][0]),
+    setup, params, x = sample_from_checkpoint(config, comm, Path(info["checkpoint"]),
                                               args.samples)
     summary = attention_summary(setup.model, params, x)
     if args.png:
-        plot_attention(summary, args.png)
+        with writing(args.png):
+            plot_attention(summary, args.png)
     if args.json:
         print(json.dumps(to_jsonable(summary)))
         return 0
@@ -242,6 +293,8 @@ def cmd_reference(args: argparse.Namespace) -> int:
     from hpcvmc.systems.moire_lattice import MoireParameters
 
     params = MoireParameters.from_config(config.system)
+    out = Path(args.out) if args.out else Path(f"{config.run.output}_{args.kind}.json")
+    refuse_existing(out, args.force)
     if args.kind == "hf":
         from hpcvmc.reference.hf import run_hf
 
@@ -250,9 +303,9 @@ def cmd_reference(args: argparse.Namespace) -> int:
         from hpcvmc.reference.bped import run_bped
 
         result = run_bped(params)
-    out = Path(args.out) if args.out else Path(f"{config.run.output}_{args.kind}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result))
+    with writing(out):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result))
     n = params.n_electrons
     print(f"{result['method']}: {n} electrons on {params.n_sites} sites")
     print(f"E = {result['energy_per_electron_meV']:.8f} meV per electron "
@@ -274,9 +327,11 @@ def cmd_transition(args: argparse.Namespace) -> int:
     """Order parameters of the liquid -> Wigner-crystal transition along an epsilon sweep."""
     from hpcvmc.analysis.transition import format_table, plot_transition, transition_table
 
+    refuse_existing(args.png, args.force)
     rows, observables = transition_table(args.run_dirs)
     if args.png:
-        plot_transition(rows, observables, args.png)
+        with writing(args.png):
+            plot_transition(rows, observables, args.png)
     if args.json:
         print(json.dumps(rows))
         return 0
@@ -286,8 +341,26 @@ def cmd_transition(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the project's one-line errors: ``hpcvmc: error: ...``, exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise InputError(" ".join(message.split()))
+
+
+def _count(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hpcvmc", description=__doc__.splitlines()[0])
+    p = _Parser(prog="hpcvmc", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"hpcvmc {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -302,14 +375,14 @@ def _parser() -> argparse.ArgumentParser:
 
     q = with_input("run", "run or resume a VMC optimization")
     q.add_argument("--restart", metavar="CKPT.h5", help="start from this checkpoint")
-    q.add_argument("--every", type=int, default=1, help="batch mode: print every N steps")
+    q.add_argument("--every", type=_count, default=1, help="batch mode: print every N steps")
     q.set_defaults(func=cmd_run)
     q = sub.add_parser("measure", help="final measurement of a run folder's newest checkpoint")
     q.add_argument("run_dir")
-    q.add_argument("--steps", type=int, help="sampler steps (default: the run's measure_steps)")
+    q.add_argument("--steps", type=_count, help="sampler steps (default: the run's measure_steps)")
     q.set_defaults(func=cmd_measure)
     q = with_input("validate", "check an input file")
-    q.add_argument("--ranks", type=int, default=1, help="check for this many MPI ranks")
+    q.add_argument("--ranks", type=_count, default=1, help="check for this many MPI ranks")
     q.set_defaults(func=cmd_validate)
     q = with_input("exact", "exact ground-state energy (Lanczos) of the input's lattice")
     q.add_argument("--known", action="store_true", help="allow published values (6 x 6)")
@@ -322,34 +395,51 @@ def _parser() -> argparse.ArgumentParser:
     q = sub.add_parser("plot", help="PNG of a run (energy vs step) or of an HF result's density")
     q.add_argument("run_dir", help="run folder, or the JSON of hpcvmc reference hf")
     q.add_argument("--out", help="PNG file (default RUN_DIR/energy.png)")
+    q.add_argument("--force", action="store_true", help="replace an existing --out file")
     q.set_defaults(func=cmd_plot)
     q = with_input("reference", "Hartree-Fock (hf) or band-projected ED (bped) of a moire input",
                    "kind")
     q.add_argument("--out", help="JSON file (default: <run.output>_<kind>.json)")
+    q.add_argument("--force", action="store_true", help="replace an existing output file")
     q.set_defaults(func=cmd_reference)
     q = sub.add_parser("attention", help="attention maps of a ViT run (input dependence)")
     q.add_argument("run_dir")
-    q.add_argument("--samples", type=int, default=512, help="sampled configurations to use")
+    q.add_argument("--samples", type=_count, default=512, help="sampled configurations to use")
     q.add_argument("--json", action="store_true")
     q.add_argument("--png", metavar="FILE", help="write the maps (mean and spread) to FILE")
+    q.add_argument("--force", action="store_true", help="replace an existing --png file")
     q.set_defaults(func=cmd_attention)
     q = sub.add_parser("transition",
                        help="order parameters (|rho_K|, S(K), sublattices) of a moire epsilon sweep")
     q.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="measured moire run folders")
     q.add_argument("--json", action="store_true")
     q.add_argument("--png", metavar="FILE", help="order parameters vs epsilon and density maps")
+    q.add_argument("--force", action="store_true", help="replace an existing --png file")
     q.set_defaults(func=cmd_transition)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``hpcvmc`` console script."""
-    args = _parser().parse_args(argv)
+    """Entry point of the ``hpcvmc`` console script.
+
+    Bad input (InputError, argparse errors included) prints one line and returns 2, a failed
+    write (OutputError) one line and 74; under MPI only rank 0 prints.
+    """
     try:
+        args = _parser().parse_args(argv)
         return args.func(args)
     except InputError as exc:
-        print(f"hpcvmc: error: {exc}", file=sys.stderr)
-        return EXIT_INPUT
+        return _fail(exc, EXIT_INPUT)
+    except OutputError as exc:
+        return _fail(exc, EXIT_IO)
+
+
+def _fail(exc: Exception, code: int) -> int:
+    from hpcvmc.parallel import launcher_rank
+
+    if launcher_rank() == 0:
+        print("hpcvmc: error: " + " ".join(str(exc).split()), file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -464,6 +464,11 @@ class MinSRConfig:
         "(real and imaginary parts; 0 = off). Reported energies are never clipped.", minimum=0.0
     )
 
+    def validate(self, cfg: Config) -> None:
+        """SPRING momentum in [0, 1)."""
+        if self.momentum >= 1.0:
+            raise InputError(f"optimizer.momentum = {self.momentum} must be < 1 (range [0, 1))")
+
 
 # ------------------------------------------------------------------------------------------------
 # Run
@@ -591,6 +596,8 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         ok = isinstance(value, bool)
     elif tp is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
+        if ok and not -(2**63) <= value < 2**63:
+            raise InputError(f"{path} = {value} does not fit in a 64-bit integer")
     elif tp is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         value = float(value) if ok else value
@@ -739,6 +746,40 @@ def load(path: str | Path, overrides: list[str] | None = None) -> Config:
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: cannot read input file ({exc})") from None
     return loads(text, overrides, source=str(path))
+
+
+def load_system(path: str | Path, overrides: list[str] | None = None) -> Any:
+    """The validated [system] of an input file, for commands that need only the system (a file
+    with every section is validated whole).
+
+    Raises:
+        InputError: as :func:`load`, or a missing [system] section.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such input file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read input file ({exc})") from None
+    try:
+        tables = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"{path}: not valid TOML: {exc}") from None
+    for section, keys in parse_overrides(overrides or []).items():
+        if not isinstance(tables.setdefault(section, {}), dict):
+            raise InputError(f"[{section}] must be a table of keys")
+        tables[section].update(keys)
+    if all(name in tables for name in SECTIONS):
+        return from_tables(tables).system
+    for name in tables:
+        if name not in SECTIONS:
+            raise InputError(f"unknown section [{name}]" + _did_you_mean(name, list(SECTIONS)))
+    if not isinstance(tables.get("system"), dict):
+        raise InputError(f"{path}: section [system] is missing")
+    sections = {name: _build_section(name, keys) for name, keys in tables.items()}
+    sections["system"].validate(None)  # the system's own checks read no other section
+    return sections["system"]
 
 
 def check_ranks(config: Config, n_ranks: int) -> None:
