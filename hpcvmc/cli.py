@@ -247,9 +247,29 @@ def cmd_reference(args: argparse.Namespace) -> int:
 
         result = run_hf(params)
     else:
-        from hpcvmc.reference.bped import run_bped
+        from hpcvmc.reference.bped import MemoryBudgetError, run_bped
 
-        result = run_bped(params)
+        if args.bands < 1:
+            raise InputError(f"--bands {args.bands}: need at least one band")
+        try:
+            sectors = None if args.sectors is None else [
+                int(s) for s in args.sectors.split(",") if s.strip()]
+        except ValueError:
+            raise InputError(f"--sectors {args.sectors!r}: give comma-separated momentum "
+                             "indices, e.g. 0,3") from None
+        if sectors is not None and any(not 0 <= s < params.n_sites for s in sectors):
+            raise InputError(f"--sectors {args.sectors!r}: momentum indices lie in "
+                             f"0..{params.n_sites - 1}")
+        budget = None if args.max_memory_gb is None else args.max_memory_gb * 1e9
+        try:
+            result = run_bped(params, args.bands, sectors=sectors, max_memory_bytes=budget)
+        except MemoryBudgetError as exc:
+            raise InputError(f"{args.input}: {exc}") from None
+        if result["cut_degenerate_shells"]:
+            print(f"hpcvmc: warning: {args.bands} bands cut a degenerate shell (band "
+                  f"{args.bands + 1} degenerate with band {args.bands}) at k-point indices "
+                  f"{result['cut_degenerate_shells']}; the energy is still an upper bound",
+                  file=sys.stderr)
     out = Path(args.out) if args.out else Path(f"{config.run.output}_{args.kind}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result))
@@ -265,7 +285,11 @@ def cmd_reference(args: argparse.Namespace) -> int:
     else:
         for sector in result["sectors"]:
             print(f"  sector {sector['index']:>3} ({sector['dimension']} states): "
-                  f"{sector['energy_per_electron_meV']:.8f} meV per electron")
+                  f"{sector['energy_per_electron_meV']:.8f} meV per electron "
+                  f"({sector['wall_s']:.1f} s)")
+        print(f"{result['n_bands']} bands: lowest sector {result['ground_sector']}, "
+              f"wall {result['wall_s']:.1f} s, peak memory {result['peak_rss_gb']:.2f} GB "
+              f"(estimated {result['memory_estimate_gb']:.2f} GB)")
     print(f"wrote {out}")
     return 0
 
@@ -326,6 +350,10 @@ def _parser() -> argparse.ArgumentParser:
     q = with_input("reference", "Hartree-Fock (hf) or band-projected ED (bped) of a moire input",
                    "kind")
     q.add_argument("--out", help="JSON file (default: <run.output>_<kind>.json)")
+    q.add_argument("--bands", type=int, default=1, help="bped: number of lowest bands kept")
+    q.add_argument("--sectors", help="bped: total-momentum indices to solve, e.g. 0,3 (all)")
+    q.add_argument("--max-memory-gb", type=float,
+                   help="bped: memory budget (default: the free physical memory)")
     q.set_defaults(func=cmd_reference)
     q = sub.add_parser("attention", help="attention maps of a ViT run (input dependence)")
     q.add_argument("run_dir")
