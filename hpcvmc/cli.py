@@ -243,9 +243,12 @@ def cmd_reference(args: argparse.Namespace) -> int:
 
     params = MoireParameters.from_config(config.system)
     if args.kind == "hf":
-        from hpcvmc.reference.hf import run_hf
+        from hpcvmc.reference.hf_search import run_hf
 
-        result = run_hf(params)
+        if args.random < 0:
+            raise InputError(f"--random {args.random}: must be >= 0")
+        result = run_hf(params, n_random=args.random, screen_q_max=args.screen_q_max,
+                        log=lambda line: print(line, flush=True))
     else:
         from hpcvmc.reference.bped import MemoryBudgetError, run_bped
 
@@ -282,6 +285,14 @@ def cmd_reference(args: argparse.Namespace) -> int:
         state = result["state"]
         print(f"state: {state['classification']} (from the {state['guess']} guess), "
               f"sublattice charges {[round(c, 3) for c in state['sublattice_charges']]}")
+        print(f"{len(result['solutions'])} distinct solutions from {len(result['guesses'])} "
+              f"starts (meV per electron, sqrt3 sublattice charges, Fock gap, starts):")
+        for row in result["solutions"]:
+            print(f"  {row['energy_per_electron_meV']:.6f} "
+                  f"{'converged' if row['converged'] else 'NOT converged'} "
+                  f"{[round(c, 3) for c in row['sublattice_charges']]} {row['classification']}, "
+                  f"gap {row['fock_gap_meV']:.3f} meV, {len(row['guesses'])} "
+                  f"({', '.join(row['guesses'][:4])}{', ...' if len(row['guesses']) > 4 else ''})")
     else:
         for sector in result["sectors"]:
             print(f"  sector {sector['index']:>3} ({sector['dimension']} states): "
@@ -350,6 +361,11 @@ def _parser() -> argparse.ArgumentParser:
     q = with_input("reference", "Hartree-Fock (hf) or band-projected ED (bped) of a moire input",
                    "kind")
     q.add_argument("--out", help="JSON file (default: <run.output>_<kind>.json)")
+    q.add_argument("--random", type=int, default=6,
+                   help="hf: seeds of each random start family (random wells, random orbitals)")
+    q.add_argument("--screen-q-max", type=float,
+                   help="hf: search all starts in this smaller basis first, refine the distinct "
+                        "solutions in the full one")
     q.add_argument("--bands", type=int, default=1, help="bped: number of lowest bands kept")
     q.add_argument("--sectors", help="bped: total-momentum indices to solve, e.g. 0,3 (all)")
     q.add_argument("--max-memory-gb", type=float,

@@ -52,18 +52,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hpcvmc.reference import hf
+from hpcvmc.reference import hf_search
 from hpcvmc.reference.bands import potential_fourier
 from hpcvmc.systems.moire_lattice import (
     G_NORM,
     MoireParameters,
     supercell_reciprocal,
-    supports_sqrt3,
 )
-
-_HF_RANDOM_GUESSES = 2
-"""Random initial guesses of the Hartree-Fock initialization (as ``hf.run_hf``'s default)."""
-
 
 @dataclass(frozen=True, eq=False)
 class Orbitals:
@@ -169,16 +164,16 @@ def hf_orbitals(
 ) -> np.ndarray:
     """Occupied orbitals of the lowest unrestricted (spin-polarized) Hartree-Fock solution.
 
-    Runs ``hpcvmc.reference.hf.run_scf`` from the guesses of ``run_hf`` (Fermi liquid, honeycomb
-    when the cell fits sqrt3 order, random) with the basis cut-off q_max = g_max, keeps the
-    lowest converged state (the lowest of all when none converged) and takes the eigenvectors of
-    its density matrix P with eigenvalue 1.
+    Runs the robust search of ``hpcvmc.reference.hf_search`` (all start families, the same
+    defaults as ``hpcvmc reference hf``) in the basis q_max = g_max, keeps the lowest converged
+    solution (the lowest of all when none converged) and takes the eigenvectors of its density
+    matrix P with eigenvalue 1.
 
     Args:
         params: model parameters (spin-polarized).
         Q_int: this model's plane waves on (B_1, B_2), shape (n_Q, 2).
-        g_max: cut-off in units of |g_1| (passed to hf as q_max).
-        seed: base seed of the random guesses.
+        g_max: cut-off in units of |g_1| (passed to the search as q_max).
+        seed: base seed of the random starts.
 
     Returns:
         Coefficients on ``Q_int``, complex, shape (n_Q, N).
@@ -186,19 +181,8 @@ def hf_orbitals(
     Raises:
         ValueError: if the HF basis is not contained in ``Q_int``.
     """
-    basis = hf.supercell_basis(params, g_max)
-    builder = hf.fock_builder(params, basis)
-    h = hf.one_body_matrix(params, basis)
-    guesses = [("fermi_liquid", seed)] + [("random", seed + r) for r in range(_HF_RANDOM_GUESSES)]
-    if supports_sqrt3(params.M):
-        guesses.insert(1, ("honeycomb", seed))
-    results = []
-    for name, guess_seed in guesses:
-        vectors = np.linalg.eigh(h + hf.guess_potential(params, basis, name, guess_seed))[1]
-        occupied = vectors[:, : params.n_electrons]
-        results.append(hf.run_scf(params, builder, h, occupied @ occupied.conj().T))
-    best = min([r for r in results if r["converged"]] or results, key=lambda r: r["energy"])
-    occupied = np.linalg.eigh(best["P"])[1][:, -params.n_electrons:]
+    basis, solutions, _ = hf_search.search(params, q_max=g_max, seed=seed)
+    occupied = np.linalg.eigh(solutions[0].run["P"])[1][:, -params.n_electrons:]
     index = {tuple(q): i for i, q in enumerate(Q_int.tolist())}
     rows = [index.get(tuple(q), -1) for q in basis.Q_int.tolist()]
     if min(rows) < 0:
