@@ -247,8 +247,10 @@ def cmd_reference(args: argparse.Namespace) -> int:
 
         if args.random < 0:
             raise InputError(f"--random {args.random}: must be >= 0")
+        if args.refine is not None and (args.refine < 1 or args.screen_q_max is None):
+            raise InputError(f"--refine {args.refine}: needs --screen-q-max and a count >= 1")
         result = run_hf(params, n_random=args.random, screen_q_max=args.screen_q_max,
-                        log=lambda line: print(line, flush=True))
+                        log=lambda line: print(line, flush=True), n_refine=args.refine)
     else:
         from hpcvmc.reference.bped import MemoryBudgetError, run_bped
 
@@ -290,7 +292,8 @@ def cmd_reference(args: argparse.Namespace) -> int:
         for row in result["solutions"]:
             print(f"  {row['energy_per_electron_meV']:.6f} "
                   f"{'converged' if row['converged'] else 'NOT converged'} "
-                  f"{[round(c, 3) for c in row['sublattice_charges']]} {row['classification']}, "
+                  f"{[round(c, 3) for c in row['sublattice_charges']]} {row['classification']} "
+                  f"(site contrast {row['site_contrast']:.3f}), "
                   f"gap {row['fock_gap_meV']:.3f} meV, {len(row['guesses'])} "
                   f"({', '.join(row['guesses'][:4])}{', ...' if len(row['guesses']) > 4 else ''})")
     else:
@@ -366,6 +369,8 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--screen-q-max", type=float,
                    help="hf: search all starts in this smaller basis first, refine the distinct "
                         "solutions in the full one")
+    q.add_argument("--refine", type=int,
+                   help="hf: with --screen-q-max, refine only this many lowest solutions")
     q.add_argument("--bands", type=int, default=1, help="bped: number of lowest bands kept")
     q.add_argument("--sectors", help="bped: total-momentum indices to solve, e.g. 0,3 (all)")
     q.add_argument("--max-memory-gb", type=float,

@@ -159,6 +159,14 @@ def band_orbitals(params: MoireParameters, Q: np.ndarray, n_orbitals: int) -> np
     return np.linalg.eigh(one_body_hamiltonian(params, Q))[1][:, :n_orbitals].astype(complex)
 
 
+HF_SCREEN_ABOVE = 200
+"""Plane waves above which the Hartree-Fock start is searched in a smaller basis first."""
+HF_SCREEN_Q_MAX = 1.5
+"""Cut-off (units of |g_1|) of that screening search."""
+HF_REFINE = 4
+"""Lowest screened solutions refined in the full basis."""
+
+
 def hf_orbitals(
     params: MoireParameters, Q_int: np.ndarray, g_max: float, seed: int = 0
 ) -> np.ndarray:
@@ -167,7 +175,8 @@ def hf_orbitals(
     Runs the robust search of ``hpcvmc.reference.hf_search`` (all start families, the same
     defaults as ``hpcvmc reference hf``) in the basis q_max = g_max, keeps the lowest converged
     solution (the lowest of all when none converged) and takes the eigenvectors of its density
-    matrix P with eigenvalue 1.
+    matrix P with eigenvalue 1. Bases of more than HF_SCREEN_ABOVE plane waves are searched at
+    q_max = HF_SCREEN_Q_MAX first and the HF_REFINE lowest solutions refined.
 
     Args:
         params: model parameters (spin-polarized).
@@ -181,7 +190,10 @@ def hf_orbitals(
     Raises:
         ValueError: if the HF basis is not contained in ``Q_int``.
     """
-    basis, solutions, _ = hf_search.search(params, q_max=g_max, seed=seed)
+    screen = len(Q_int) > HF_SCREEN_ABOVE and g_max > HF_SCREEN_Q_MAX
+    basis, solutions, _ = hf_search.search(
+        params, q_max=g_max, seed=seed, screen_q_max=HF_SCREEN_Q_MAX if screen else None,
+        n_refine=HF_REFINE if screen else None)
     occupied = np.linalg.eigh(solutions[0].run["P"])[1][:, -params.n_electrons:]
     index = {tuple(q): i for i, q in enumerate(Q_int.tolist())}
     rows = [index.get(tuple(q), -1) for q in basis.Q_int.tolist()]

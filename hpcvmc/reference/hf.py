@@ -599,15 +599,23 @@ def sublattice_charges(params: MoireParameters, charges: np.ndarray) -> np.ndarr
     return np.bincount(sqrt3_sublattice(moire_sites(params.M)[1]), charges, 3)
 
 
-def classify_state(params: MoireParameters, sublattice: np.ndarray, tol: float = 0.1) -> str:
+def classify_state(
+    params: MoireParameters,
+    sublattice: np.ndarray,
+    site_charges: np.ndarray | None = None,
+    tol: float = 0.1,
+) -> str:
     """Name the state from the charge per site on the three sqrt3 sublattices.
 
     "honeycomb crystal" (two sublattices equally filled, the third depleted), "triangular crystal"
-    (one sublattice filled more than the other two), "uniform" (equal within `tol` per site), else
-    "other".
+    (one sublattice filled more than the other two), "uniform" (equal within `tol` per site, and
+    so are the sites when `site_charges` are given), "non-sqrt3 order" (equal sublattices but
+    site charges differing by `tol` or more, e.g. a stripe), else "other".
     """
     per_site = np.sort(3.0 * sublattice / params.n_sites)
     if per_site[2] - per_site[0] < tol:
+        if site_charges is not None and np.ptp(site_charges) >= tol:
+            return "non-sqrt3 order"
         return "uniform"
     if per_site[2] - per_site[1] < tol:
         return "honeycomb crystal"

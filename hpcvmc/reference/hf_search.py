@@ -47,7 +47,7 @@ from hpcvmc.systems.moire_lattice import (
 FAMILIES = ("fermi_liquid", "honeycomb", "triangular", "waves", "random", "orbitals")
 DEFAULT_RANDOM = 6
 """Seeds of each random family (random wells, random orbitals)."""
-DISTINCT_TOL = 1e-6
+DISTINCT_TOL = 1e-4
 """Converged runs with total energies closer than this (E0) are one solution."""
 
 
@@ -184,6 +184,7 @@ def search(
     screen_q_max: float | None = None,
     max_iter: int = 150,
     log: Callable[[str], None] | None = None,
+    n_refine: int | None = None,
 ) -> tuple[hf.SupercellBasis, list[Solution], dict[str, dict[str, Any]]]:
     """Converge every start and group the results into distinct solutions (module docstring).
 
@@ -196,11 +197,14 @@ def search(
         screen_q_max: cut-off of a first, cheaper search (None: search in the full basis).
         max_iter: maximum Fock builds per SCF stage.
         log: called with one line per converged start.
+        n_refine: with screening, refine only the lowest `n_refine` distinct screened solutions
+            (all if None); the starts of the others are reported with their screening energies.
 
     Returns:
         The basis, the distinct solutions (converged ones first, each group by ascending
         energy) and a record per start ("energy_E0", "converged", "iterations", "method" of its
-        SCF, in the screening basis when screening; "solution": index into the solutions).
+        SCF, in the screening basis when screening; "solution": index into the solutions, None
+        for a screened solution that was not refined).
     """
     def scf_all(basis, starts):
         builder = hf.fock_builder(params, basis)
@@ -230,11 +234,12 @@ def search(
         screened = _group(scf_all(small, starts), DISTINCT_TOL)
         if log is not None:
             log(f"  {len(screened)} distinct solutions at q_max = {screen_q_max}; refining")
+        kept = screened if n_refine is None else screened[:n_refine]
         refine = [(s.guesses[0], (lambda P: lambda basis, h: _embed(P, small, basis))(s.run["P"]))
-                  for s in screened]
+                  for s in kept]
         refined = scf_all(full, refine)
         solutions = _group(refined, DISTINCT_TOL)
-        owner = {s.guesses[0]: s.guesses for s in screened}
+        owner = {s.guesses[0]: s.guesses for s in kept}
         for s in solutions:
             s.guesses = [g for first in s.guesses for g in owner[first]]
         runs = [(label, s.run) for s in screened for label in s.guesses]
@@ -242,7 +247,7 @@ def search(
     record = {
         label: {"energy_E0": run["energy"], "converged": run["converged"],
                 "iterations": run["iterations"], "method": run["method"],
-                "solution": where[label]}
+                "solution": where.get(label)}
         for label, run in runs
     }
     return full, solutions, record
@@ -258,6 +263,7 @@ def run_hf(
     max_iter: int = 150,
     density_points_per_aM: float = 12.0,
     log: Callable[[str], None] | None = None,
+    n_refine: int | None = None,
 ) -> dict[str, Any]:
     """Unrestricted HF: the robust search (`search`), reporting every distinct solution.
 
@@ -271,6 +277,7 @@ def run_hf(
         max_iter: maximum Fock builds per SCF stage.
         density_points_per_aM: resolution of the returned density.
         log: progress callback (one line per start).
+        n_refine: with screening, the number of lowest screened solutions refined (all if None).
 
     Returns:
         JSON-able dict: "energy_E0", "energy_meV", "energy_per_electron_E0",
@@ -290,7 +297,7 @@ def run_hf(
         )
     start = time.perf_counter()
     basis, solutions, record = search(params, q_max, families, n_random, seed, screen_q_max,
-                                      max_iter, log)
+                                      max_iter, log, n_refine)
     n = params.n_electrons
     table = []
     for s in solutions:
@@ -303,7 +310,8 @@ def run_hf(
             "commutator_E0": s.run["commutator"],
             "fock_gap_meV": s.run["gap"] * params.E0_meV,
             "sublattice_charges": sub.tolist(),
-            "classification": hf.classify_state(params, sub),
+            "classification": hf.classify_state(params, sub, charges),
+            "site_contrast": float(np.ptp(charges)),
             "site_charges": charges.tolist(),
             "guesses": s.guesses,
         })
@@ -336,5 +344,6 @@ def run_hf(
         "basis_size": len(basis.Q),
         "q_max": q_max,
         "screen_q_max": screen_q_max,
+        "n_refine": n_refine,
         "wall_s": time.perf_counter() - start,
     }
