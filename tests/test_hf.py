@@ -142,3 +142,14 @@ def test_robust_search_finds_a_lower_stationary_state():
     F = hf.one_body_matrix(p, basis) + hf.hartree_matrix(builder, P) + hf.exchange_matrix(builder, P)
     assert np.max(np.abs(F @ P - P @ F)) < hf.COMMUTATOR_TOL
     assert solutions[0].run["gap"] > 0
+
+
+def test_cli_refuses_refine_without_screening(capsys):
+    from pathlib import Path
+
+    from hpcvmc.cli import main
+
+    job = str(Path(__file__).parents[1] / "jobs" / "moire_9sites_eps10.toml")
+    assert main(["reference", "hf", "--refine", "2", job]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("hpcvmc: error: --refine 2")
