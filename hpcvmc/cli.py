@@ -296,13 +296,38 @@ def cmd_reference(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(f"{config.run.output}_{args.kind}.json")
     refuse_existing(out, args.force)
     if args.kind == "hf":
-        from hpcvmc.reference.hf import run_hf
+        from hpcvmc.reference.hf_search import run_hf
 
-        result = run_hf(params)
+        if args.random < 0:
+            raise InputError(f"--random {args.random}: must be >= 0")
+        if args.refine is not None and (args.refine < 1 or args.screen_q_max is None):
+            raise InputError(f"--refine {args.refine}: needs --screen-q-max and a count >= 1")
+        result = run_hf(params, n_random=args.random, screen_q_max=args.screen_q_max,
+                        log=lambda line: print(line, flush=True), n_refine=args.refine)
     else:
-        from hpcvmc.reference.bped import run_bped
+        from hpcvmc.reference.bped import MemoryBudgetError, run_bped
 
-        result = run_bped(params)
+        if args.bands < 1:
+            raise InputError(f"--bands {args.bands}: need at least one band")
+        try:
+            sectors = None if args.sectors is None else [
+                int(s) for s in args.sectors.split(",") if s.strip()]
+        except ValueError:
+            raise InputError(f"--sectors {args.sectors!r}: give comma-separated momentum "
+                             "indices, e.g. 0,3") from None
+        if sectors is not None and any(not 0 <= s < params.n_sites for s in sectors):
+            raise InputError(f"--sectors {args.sectors!r}: momentum indices lie in "
+                             f"0..{params.n_sites - 1}")
+        budget = None if args.max_memory_gb is None else args.max_memory_gb * 1e9
+        try:
+            result = run_bped(params, args.bands, sectors=sectors, max_memory_bytes=budget)
+        except MemoryBudgetError as exc:
+            raise InputError(f"{args.input}: {exc}") from None
+        if result["cut_degenerate_shells"]:
+            print(f"hpcvmc: warning: {args.bands} bands cut a degenerate shell (band "
+                  f"{args.bands + 1} degenerate with band {args.bands}) at k-point indices "
+                  f"{result['cut_degenerate_shells']}; the energy is still an upper bound",
+                  file=sys.stderr)
     with writing(out):
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result))
@@ -315,10 +340,23 @@ def cmd_reference(args: argparse.Namespace) -> int:
         state = result["state"]
         print(f"state: {state['classification']} (from the {state['guess']} guess), "
               f"sublattice charges {[round(c, 3) for c in state['sublattice_charges']]}")
+        print(f"{len(result['solutions'])} distinct solutions from {len(result['guesses'])} "
+              f"starts (meV per electron, sqrt3 sublattice charges, Fock gap, starts):")
+        for row in result["solutions"]:
+            print(f"  {row['energy_per_electron_meV']:.6f} "
+                  f"{'converged' if row['converged'] else 'NOT converged'} "
+                  f"{[round(c, 3) for c in row['sublattice_charges']]} {row['classification']} "
+                  f"(site contrast {row['site_contrast']:.3f}), "
+                  f"gap {row['fock_gap_meV']:.3f} meV, {len(row['guesses'])} "
+                  f"({', '.join(row['guesses'][:4])}{', ...' if len(row['guesses']) > 4 else ''})")
     else:
         for sector in result["sectors"]:
             print(f"  sector {sector['index']:>3} ({sector['dimension']} states): "
-                  f"{sector['energy_per_electron_meV']:.8f} meV per electron")
+                  f"{sector['energy_per_electron_meV']:.8f} meV per electron "
+                  f"({sector['wall_s']:.1f} s)")
+        print(f"{result['n_bands']} bands: lowest sector {result['ground_sector']}, "
+              f"wall {result['wall_s']:.1f} s, peak memory {result['peak_rss_gb']:.2f} GB "
+              f"(estimated {result['memory_estimate_gb']:.2f} GB)")
     print(f"wrote {out}")
     return 0
 
@@ -401,6 +439,17 @@ def _parser() -> argparse.ArgumentParser:
                    "kind")
     q.add_argument("--out", help="JSON file (default: <run.output>_<kind>.json)")
     q.add_argument("--force", action="store_true", help="replace an existing output file")
+    q.add_argument("--random", type=int, default=6,
+                   help="hf: seeds of each random start family (random wells, random orbitals)")
+    q.add_argument("--screen-q-max", type=float,
+                   help="hf: search all starts in this smaller basis first, refine the distinct "
+                        "solutions in the full one")
+    q.add_argument("--refine", type=int,
+                   help="hf: with --screen-q-max, refine only this many lowest solutions")
+    q.add_argument("--bands", type=int, default=1, help="bped: number of lowest bands kept")
+    q.add_argument("--sectors", help="bped: total-momentum indices to solve, e.g. 0,3 (all)")
+    q.add_argument("--max-memory-gb", type=float,
+                   help="bped: memory budget (default: the free physical memory)")
     q.set_defaults(func=cmd_reference)
     q = sub.add_parser("attention", help="attention maps of a ViT run (input dependence)")
     q.add_argument("run_dir")

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from hpcvmc.reference import hf
+from hpcvmc.reference import hf, hf_search
 from hpcvmc.reference.bands import noninteracting_energy
 from hpcvmc.reference.bped import run_bped
 from hpcvmc.systems import moire_lattice as ml
@@ -69,7 +69,7 @@ def test_fock_matrices_against_brute_force():
 
 def test_noninteracting_limit():
     p = params(9, 6, U=0.0)
-    result = hf.run_hf(p, guesses=("fermi_liquid",), n_random=0)
+    result = hf_search.run_hf(p, families=("fermi_liquid",), n_random=0)
     assert result["converged"]
     # different plane-wave sets (HF: |Q| <= 3 |g|, bands: |G| <= 4 |g|): 2e-5 E0 apart
     assert result["energy_E0"] == pytest.approx(noninteracting_energy(p), abs=1e-4)
@@ -83,7 +83,7 @@ def test_second_order_agreement_with_bped():
     diff = []
     for U in (0.02, 0.04):
         p = params(9, 7, U=U)
-        e_hf = hf.run_hf(p, q_max=4.0, guesses=("fermi_liquid",), n_random=0)["energy_E0"]
+        e_hf = hf_search.run_hf(p, q_max=4.0, families=("fermi_liquid",), n_random=0)["energy_E0"]
         diff.append(e_hf - run_bped(p)["energy_E0"])
     assert abs(diff[0]) < 1e-5
     assert diff[1] / diff[0] == pytest.approx(4.0, rel=0.02)
@@ -93,7 +93,7 @@ def test_basis_convergence_and_honeycomb_state():
     """Strong coupling (epsilon = 5), nu = 2/3 on 9 sites: the default cut-off is converged to
     1e-4 E0 per electron against a larger one, and the state is the sqrt3 honeycomb crystal."""
     p = params(9, 6, U=ml.coulomb_strength(0.35, 8.031, 5.0))
-    runs = [hf.run_hf(p, q_max=q, guesses=("honeycomb",), n_random=0) for q in (hf.DEFAULT_Q_MAX, 3.5)]
+    runs = [hf_search.run_hf(p, q_max=q, families=("honeycomb_0",), n_random=0) for q in (hf.DEFAULT_Q_MAX, 3.5)]
     assert all(r["converged"] for r in runs)
     e = [r["energy_per_electron_E0"] for r in runs]
     assert abs(e[0] - e[1]) < 1e-4
@@ -102,3 +102,54 @@ def test_basis_convergence_and_honeycomb_state():
     charges = np.sort(state["sublattice_charges"])
     assert charges.sum() == pytest.approx(6.0, abs=1e-6)
     assert charges[0] < 0.5 and charges[1] == pytest.approx(charges[2], abs=1e-4)
+
+
+def test_positivity_shift_makes_the_kernel_non_negative():
+    """phi + c >= 0 at random points (not the grid of `positivity_shift`); the shift term of the
+    functional vanishes on projectors and penalizes fractional occupations."""
+    p = params(9, 6, U=2.0)
+    c = hf.positivity_shift(p.cell)
+    r = np.random.default_rng(3).random((400, 2)) @ p.cell
+    assert c > 0 and np.min(hf.ewald_potential(r, p.cell)) + c >= 0
+    basis = hf.supercell_basis(p, 1.5)
+    builder = hf.fock_builder(p, basis)
+    h = hf.one_body_matrix(p, basis)
+    C = np.linalg.eigh(h)[1][:, :7]
+    projector = hf._evaluate(builder, h, C[:, :6] @ C[:, :6].conj().T, 0.0)
+    assert abs(projector.terms["positivity_shift"]) < 1e-12
+    half = C[:, :5] @ C[:, :5].conj().T + 0.5 * (C[:, 5:7] @ C[:, 5:7].conj().T)
+    shifted = hf._evaluate(builder, h, half, 0.0).terms["positivity_shift"]
+    assert shifted == pytest.approx(0.5 * builder.shift * 0.5, rel=1e-10)
+
+
+def test_robust_search_finds_a_lower_stationary_state():
+    """9 sites, nu = 2/3, epsilon = 10 (small basis): the search over the start families finds
+    a state below the honeycomb start (the single guess of the old default), and the lowest
+    solution is a Slater determinant (P^2 = P, tr P = N) at which the Fock matrix recomputed from
+    P commutes with P."""
+    p = params(9, 6, U=ml.coulomb_strength(0.35, 8.031, 10.0))
+    _, single, _ = hf_search.search(p, q_max=1.5, families=("honeycomb_0",))
+    basis, solutions, record = hf_search.search(
+        p, q_max=1.5, families=("fermi_liquid", "honeycomb", "waves", "orbitals"), n_random=1)
+    assert len(record) == 1 + 3 + 8 + 1
+    energies = [s.energy for s in solutions if s.run["converged"]]
+    assert solutions[0].energy == min(energies) and len(energies) >= 2
+    assert solutions[0].energy < single[0].energy - 1e-3
+    P = solutions[0].run["P"]
+    np.testing.assert_allclose(P @ P, P, atol=1e-10)
+    assert np.trace(P).real == pytest.approx(6.0, abs=1e-10)
+    builder = hf.fock_builder(p, basis)
+    F = hf.one_body_matrix(p, basis) + hf.hartree_matrix(builder, P) + hf.exchange_matrix(builder, P)
+    assert np.max(np.abs(F @ P - P @ F)) < hf.COMMUTATOR_TOL
+    assert solutions[0].run["gap"] > 0
+
+
+def test_cli_refuses_refine_without_screening(capsys):
+    from pathlib import Path
+
+    from hpcvmc.cli import main
+
+    job = str(Path(__file__).parents[1] / "jobs" / "moire_9sites_eps10.toml")
+    assert main(["reference", "hf", "--refine", "2", job]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("hpcvmc: error: --refine 2")

@@ -7,7 +7,7 @@ import pytest
 
 from hpcvmc import config as C
 from hpcvmc.models import slater
-from hpcvmc.reference import hf
+from hpcvmc.reference import hf, hf_search
 from hpcvmc.systems import moire
 
 
@@ -108,7 +108,7 @@ def test_hf_initialization_is_the_lowest_hartree_fock_state():
     occupied = orbitals.block("up")
     np.testing.assert_allclose(occupied.conj().T @ occupied, np.eye(3), atol=1e-10)
     basis = hf.supercell_basis(params, 1.5)
-    reference = hf.run_hf(params, q_max=1.5)
+    reference = hf_search.run_hf(params, q_max=1.5)
     assert reference["converged"]
     np.testing.assert_allclose(hf_energy(params, basis, occupied @ occupied.conj().T),
                                reference["energy_E0"], rtol=1e-8)

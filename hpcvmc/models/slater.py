@@ -52,18 +52,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hpcvmc.reference import hf
+from hpcvmc.reference import hf_search
 from hpcvmc.reference.bands import potential_fourier
 from hpcvmc.systems.moire_lattice import (
     G_NORM,
     MoireParameters,
     supercell_reciprocal,
-    supports_sqrt3,
 )
-
-_HF_RANDOM_GUESSES = 2
-"""Random initial guesses of the Hartree-Fock initialization (as ``hf.run_hf``'s default)."""
-
 
 @dataclass(frozen=True, eq=False)
 class Orbitals:
@@ -164,21 +159,30 @@ def band_orbitals(params: MoireParameters, Q: np.ndarray, n_orbitals: int) -> np
     return np.linalg.eigh(one_body_hamiltonian(params, Q))[1][:, :n_orbitals].astype(complex)
 
 
+HF_SCREEN_ABOVE = 200
+"""Plane waves above which the Hartree-Fock start is searched in a smaller basis first."""
+HF_SCREEN_Q_MAX = 1.5
+"""Cut-off (units of |g_1|) of that screening search."""
+HF_REFINE = 4
+"""Lowest screened solutions refined in the full basis."""
+
+
 def hf_orbitals(
     params: MoireParameters, Q_int: np.ndarray, g_max: float, seed: int = 0
 ) -> np.ndarray:
     """Occupied orbitals of the lowest unrestricted (spin-polarized) Hartree-Fock solution.
 
-    Runs ``hpcvmc.reference.hf.run_scf`` from the guesses of ``run_hf`` (Fermi liquid, honeycomb
-    when the cell fits sqrt3 order, random) with the basis cut-off q_max = g_max, keeps the
-    lowest converged state (the lowest of all when none converged) and takes the eigenvectors of
-    its density matrix P with eigenvalue 1.
+    Runs the robust search of ``hpcvmc.reference.hf_search`` (all start families, the same
+    defaults as ``hpcvmc reference hf``) in the basis q_max = g_max, keeps the lowest converged
+    solution (the lowest of all when none converged) and takes the eigenvectors of its density
+    matrix P with eigenvalue 1. Bases of more than HF_SCREEN_ABOVE plane waves are searched at
+    q_max = HF_SCREEN_Q_MAX first and the HF_REFINE lowest solutions refined.
 
     Args:
         params: model parameters (spin-polarized).
         Q_int: this model's plane waves on (B_1, B_2), shape (n_Q, 2).
-        g_max: cut-off in units of |g_1| (passed to hf as q_max).
-        seed: base seed of the random guesses.
+        g_max: cut-off in units of |g_1| (passed to the search as q_max).
+        seed: base seed of the random starts.
 
     Returns:
         Coefficients on ``Q_int``, complex, shape (n_Q, N).
@@ -186,19 +190,11 @@ def hf_orbitals(
     Raises:
         ValueError: if the HF basis is not contained in ``Q_int``.
     """
-    basis = hf.supercell_basis(params, g_max)
-    builder = hf.fock_builder(params, basis)
-    h = hf.one_body_matrix(params, basis)
-    guesses = [("fermi_liquid", seed)] + [("random", seed + r) for r in range(_HF_RANDOM_GUESSES)]
-    if supports_sqrt3(params.M):
-        guesses.insert(1, ("honeycomb", seed))
-    results = []
-    for name, guess_seed in guesses:
-        vectors = np.linalg.eigh(h + hf.guess_potential(params, basis, name, guess_seed))[1]
-        occupied = vectors[:, : params.n_electrons]
-        results.append(hf.run_scf(params, builder, h, occupied @ occupied.conj().T))
-    best = min([r for r in results if r["converged"]] or results, key=lambda r: r["energy"])
-    occupied = np.linalg.eigh(best["P"])[1][:, -params.n_electrons:]
+    screen = len(Q_int) > HF_SCREEN_ABOVE and g_max > HF_SCREEN_Q_MAX
+    basis, solutions, _ = hf_search.search(
+        params, q_max=g_max, seed=seed, screen_q_max=HF_SCREEN_Q_MAX if screen else None,
+        n_refine=HF_REFINE if screen else None)
+    occupied = np.linalg.eigh(solutions[0].run["P"])[1][:, -params.n_electrons:]
     index = {tuple(q): i for i, q in enumerate(Q_int.tolist())}
     rows = [index.get(tuple(q), -1) for q in basis.Q_int.tolist()]
     if min(rows) < 0:

@@ -1,32 +1,39 @@
-"""Exact diagonalization of the Coulomb interaction projected onto the lowest moire band.
+"""Exact diagonalization of the Coulomb interaction projected onto the lowest N moire bands.
 
-Spin-polarized electrons in the lowest band of the continuum model (`hpcvmc.reference.bands`) on
-the N_sites k-points of the supercell torus (energies in E0, lengths in a_M):
+Spin-polarized electrons in the lowest N bands of the continuum model (`hpcvmc.reference.bands`)
+on the n_k = N_sites k-points of the supercell torus (energies in E0, lengths in a_M). The modes
+are m = (n, k), n < N, indexed m = n n_k + k (band-major: with N = 1, m is the k-point index):
 
-    H = sum_k eps_k n_k + (1/2A) sum_{q != 0} v(q) :rho_q rho_{-q}: + N U xi / 2,
+    H = sum_{n,k} eps_{n,k} n_{n,k} + (1/2A) sum_{q != 0} v(q) :rho_q rho_{-q}: + N_e U xi / 2,
 
-with eps_k the unshifted lowest-band energies, v(q) = 2 pi U / |q|, q over all supercell
-reciprocal vectors (umklapp included), rho_q the band-projected density and xi the Madelung
-constant of the torus (`hpcvmc.reference.hf.madelung_constant`). The constant is the self-energy
-of the Ewald sum: with it, energies are on the same scale as VMC and Hartree-Fock.
+with eps_{n,k} the unshifted band energies (the Bloch states diagonalize the one-body part, so it
+has no interband terms), v(q) = 2 pi U / |q|, q over all supercell reciprocal vectors (umklapp
+included), rho_q the density projected onto the kept modes and xi the Madelung constant of the
+torus (`hpcvmc.reference.hf.madelung_constant`; the normal-ordered operator does not produce it).
+This is the continuum Hamiltonian restricted to the Fock space of the kept orbitals, so its lowest
+eigenvalue is a rigorous upper bound to the exact ground-state energy, and it decreases
+monotonically with N (the Fock spaces are nested).
 
-In second quantization (c_k annihilates the Bloch state psi_k, periodic gauge psi_{k+G} = psi_k):
+In second quantization (c_m annihilates the Bloch state psi_m, periodic gauge psi_{k+G} = psi_k):
 
-    H_int = 1/2 sum W[p1, p2, p3, p4] c+_p1 c+_p2 c_p3 c_p4,
-    W[p1, p2, p3, p4] = (1/A) sum_{g: q != 0} v(q) Lambda[p1, p4, g] Lambda[p2, p3, delta - g],
-    q = p1 - p4 + g,  delta = p3 + p4 - p1 - p2 (a moire reciprocal vector),
-    Lambda[p', p, g] = <psi_p'| exp(i (p' - p + g).r) |psi_p> = sum_G c_p'(G + g)^* c_p(G).
+    H_int = 1/2 sum W[m1, m2, m3, m4] c+_m1 c+_m2 c_m3 c_m4,
+    W[m1, m2, m3, m4] = (1/A) sum_{g: q != 0} v(q) Lambda[m1, m4, g] Lambda[m2, m3, delta - g],
+    q = k1 - k4 + g,  delta = k3 + k4 - k1 - k2 (a moire reciprocal vector),
+    Lambda[(n', k'), (n, k), g] = <psi_{n'k'}| exp(i (k' - k + g).r) |psi_{nk}>
+                                = sum_G c_{k',n'}(G + g)^* c_{k,n}(G).
 
-Many-body states are bit strings over the k-points (bit i = occupation of k-point i; fermionic
-order c+_0 c+_1 ... so c_i carries the sign (-1)^(number of occupied j < i)). The Hamiltonian
-conserves the total crystal momentum; each sector is built as a sparse matrix with vectorized bit
-operations and its lowest state is found by Lanczos (ARPACK).
+Many-body states are bit strings over the modes (bit m = occupation of mode m; fermionic order
+c+_0 c+_1 ... so c_m carries the sign (-1)^(number of occupied j < m)). The Hamiltonian conserves
+the total crystal momentum; each sector is built as a sparse matrix with vectorized bit operations
+and its lowest state is found by Lanczos (ARPACK). The memory of the largest sector is estimated
+before anything is built (`hpcvmc.reference.fock_budget`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import resource
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -41,12 +48,20 @@ from hpcvmc.reference.bands import (
     shift_coefficients,
     supercell_bands,
 )
+from hpcvmc.reference.fock_budget import (
+    MemoryBudgetError,
+    MemoryEstimate,
+    available_memory_bytes,
+    estimate_memory,
+    sector_dimensions,
+)
 from hpcvmc.reference.hf import coulomb_fourier, madelung_constant
 from hpcvmc.systems.moire_lattice import (
     MoireParameters,
     moire_coordinates,
     moire_reciprocal_basis,
     momentum_labels,
+    supercell_kpoints,
 )
 
 DENSE_LIMIT = 400
@@ -72,18 +87,30 @@ def _lookup(table: np.ndarray, offset: np.ndarray, vectors: np.ndarray) -> np.nd
     return np.where(inside, table[pos[..., 0], pos[..., 1]], -1)
 
 
+def mode_k_index(n_modes: int, n_k: int) -> np.ndarray:
+    """k-point index of each mode m = n n_k + k (band-major order), shape (n_modes,)."""
+    return np.arange(n_modes) % n_k
+
+
+def mode_energies(bands: BandStructure) -> np.ndarray:
+    """Band energies eps_{n,k} in mode order m = n n_k + k, shape (n_bands n_k,), in E0."""
+    return bands.energies.T.ravel()
+
+
 def form_factors(bands: BandStructure) -> tuple[np.ndarray, np.ndarray]:
-    """Lambda[p', p, g] = sum_G c_p'(G + g)^* c_p(G) for the lowest band, every g in G - G.
+    """Lambda[(n', p'), (n, p), g] = sum_G c_{p',n'}(G + g)^* c_{p,n}(G) for all kept bands.
+
+    Modes are ordered m = n n_k + k (band-major), so with one band m is the k-point index.
 
     Args:
-        bands: band structure on the supercell k-points (band 0 is used).
+        bands: band structure on the supercell k-points (all its bands are used).
 
     Returns:
-        Lambda: shape (n_k, n_k, n_g), dimensionless.
+        Lambda: shape (n_modes, n_modes, n_g), dimensionless.
         g_int: the shifts g on the moire reciprocal basis, integers, shape (n_g, 2).
     """
     G = bands.G_int
-    c = bands.coefficients[:, 0, :]
+    c = np.swapaxes(bands.coefficients, 0, 1).reshape(-1, len(G))
     g_int = np.unique((G[:, None, :] - G[None, :, :]).reshape(-1, 2), axis=0)
     lam = np.zeros((len(c), len(c), len(g_int)), dtype=complex)
     for n, g in enumerate(g_int):
@@ -92,31 +119,36 @@ def form_factors(bands: BandStructure) -> tuple[np.ndarray, np.ndarray]:
 
 
 def interaction_tensor(params: MoireParameters, bands: BandStructure) -> np.ndarray:
-    """Band-projected Coulomb matrix elements W[p1, p2, p3, p4] (module docstring), in E0.
+    """Band-projected Coulomb matrix elements W[m1, m2, m3, m4] (module docstring), in E0.
 
     Args:
         params: model parameters (U and the supercell are used).
-        bands: lowest band on the supercell k-points, in `supercell_kpoints` order.
+        bands: the kept bands on the supercell k-points, in `supercell_kpoints` order; modes
+            m = n n_k + k.
 
     Returns:
-        W, shape (n_k, n_k, n_k, n_k), zero unless p1 + p2 = p3 + p4 modulo the moire lattice.
+        W, shape (n_modes,) * 4, zero unless k1 + k2 = k3 + k4 modulo the moire lattice.
     """
     k = bands.k
-    n_k = len(k)
+    n_k, n_bands = bands.energies.shape
+    n_modes = n_k * n_bands
+    kk = mode_k_index(n_modes, n_k)
     lam, g_int = form_factors(bands)
     g_cart = g_int @ moire_reciprocal_basis()
     table, offset = _index_table(g_int)
     lookup = _momentum_lookup(params, k)
     labels = momentum_labels(params.M, k)
-    p2, p3 = (a.ravel() for a in np.meshgrid(np.arange(n_k), np.arange(n_k), indexing="ij"))
-    W = np.zeros((n_k,) * 4, dtype=complex)
-    for p1 in range(n_k):
-        p4 = lookup[_code(labels[p1] + labels[p2] - labels[p3], n_k)]
-        delta = np.rint(moire_coordinates(k[p3] + k[p4] - k[p1] - k[p2])).astype(np.int64)
-        other = _lookup(table, offset, delta[:, None, :] - g_int[None, :, :])
-        second = np.where(other >= 0, lam[p2[:, None], p3[:, None], other], 0.0)
-        v = coulomb_fourier((k[p1] - k[p4])[:, None, :] + g_cart[None, :, :], params.U)
-        W[p1, p2, p3, p4] = np.sum(v * lam[p1, p4] * second, axis=1) / params.area
+    m2, m3 = (a.ravel() for a in np.meshgrid(np.arange(n_modes), np.arange(n_modes), indexing="ij"))
+    W = np.zeros((n_modes,) * 4, dtype=complex)
+    for m1 in range(n_modes):
+        k4 = lookup[_code(labels[kk[m1]] + labels[kk[m2]] - labels[kk[m3]], n_k)]
+        delta = np.rint(moire_coordinates(k[kk[m3]] + k[k4] - k[kk[m1]] - k[kk[m2]]))
+        other = _lookup(table, offset, delta.astype(np.int64)[:, None, :] - g_int[None, :, :])
+        second = np.where(other >= 0, lam[m2[:, None], m3[:, None], other], 0.0)
+        v = coulomb_fourier((k[kk[m1]] - k[k4])[:, None, :] + g_cart[None, :, :], params.U)
+        for n4 in range(n_bands):
+            m4 = n4 * n_k + k4
+            W[m1, m2, m3, m4] = np.sum(v * lam[m1, m4] * second, axis=1) / params.area
     return W
 
 
@@ -290,19 +322,20 @@ class StateRanker:
         return rank
 
 
-def momentum_sectors(states: np.ndarray, labels: np.ndarray) -> np.ndarray:
+def momentum_sectors(states: np.ndarray, labels: np.ndarray, n_k: int | None = None) -> np.ndarray:
     """Code of the total crystal momentum (sum of occupied labels mod n_k) of each state.
 
     Args:
         states: bit strings, shape (n_states,).
-        labels: momentum labels of the modes, shape (n_k, 2), integers mod n_k.
+        labels: momentum labels of the modes, shape (n_modes, 2), integers mod n_k.
+        n_k: number of k-points of the torus (default n_modes: one band).
 
     Returns:
         Codes l_1 n_k + l_2, shape (n_states,).
     """
-    n_k = len(labels)
+    n_k = len(labels) if n_k is None else n_k
     total = np.zeros((len(states), 2), dtype=np.int64)
-    for mode in range(n_k):
+    for mode in range(len(labels)):
         occupied = ((states >> np.uint64(mode)) & np.uint64(1)).astype(np.int64)
         total += occupied[:, None] * labels[mode]
     return _code(total, n_k)
@@ -313,8 +346,23 @@ def _parity(x: np.ndarray) -> np.ndarray:
     return (np.bitwise_count(x) & 1).astype(np.int8)
 
 
+def diagonal_elements(states: np.ndarray, ham: BandHamiltonian) -> np.ndarray:
+    """<s|H|s> = sum_m eps_m n_m + sum_{m<m'} E_pair[m, m'] n_m n_m' (E0, without N U xi / 2).
+
+    Args:
+        states: bit strings, shape (D,).
+        ham: the projected Hamiltonian.
+
+    Returns:
+        Real array, shape (D,).
+    """
+    modes = np.arange(len(ham.eps), dtype=np.uint64)
+    occupation = ((states[:, None] >> modes[None, :]) & np.uint64(1)).astype(float)
+    return occupation @ ham.eps + np.sum((occupation @ ham.pair_energy) * occupation, axis=1)
+
+
 def sector_hamiltonian(
-    states: np.ndarray, ham: BandHamiltonian, ranker: StateRanker
+    states: np.ndarray, ham: BandHamiltonian, ranker: StateRanker, lower_only: bool = True
 ) -> scipy.sparse.csr_matrix:
     """Lower triangle (with diagonal) of the projected Hamiltonian on one momentum sector.
 
@@ -325,6 +373,8 @@ def sector_hamiltonian(
         states: ascending bit strings of the sector, shape (D,).
         ham: the projected Hamiltonian.
         ranker: colex ranker of the full Fock space of the same n_modes, N.
+        lower_only: keep only new > old (the default); False keeps every term, giving the whole
+            matrix (twice the memory; used to check its Hermiticity).
 
     Returns:
         CSR matrix L, shape (D, D), in E0 (without the constant N U xi / 2).
@@ -332,19 +382,16 @@ def sector_hamiltonian(
     dim = len(states)
     local = np.full(math.comb(len(ham.eps), ranker.n_particles), -1, np.int32)
     local[ranker.rank(states)] = np.arange(dim, dtype=np.int32)
-    modes = np.arange(len(ham.eps), dtype=np.uint64)
-    occupation = ((states[:, None] >> modes[None, :]) & np.uint64(1)).astype(float)
-    diag = occupation @ ham.eps + np.sum((occupation @ ham.pair_energy) * occupation, axis=1)
     rows, cols = [np.arange(dim, dtype=np.int32)], [np.arange(dim, dtype=np.int32)]
-    vals = [diag.astype(complex)]
-    del occupation
+    vals = [diagonal_elements(states, ham).astype(complex)]
     for term in ham.terms:
         hit = np.nonzero((states & term.removed) == term.removed)[0].astype(np.int32)
         removed = states[hit] ^ term.removed
         i, j = np.nonzero((removed[:, None] & term.created[None, :]) == 0)
         new = removed[i] | term.created[j]
-        lower = new > states[hit[i]]
-        i, j, new = i[lower], j[lower], new[lower]
+        if lower_only:
+            lower = new > states[hit[i]]
+            i, j, new = i[lower], j[lower], new[lower]
         sign = _parity(removed[i] & term.created_sign[j])
         sign ^= _parity(states[hit[i]] & term.removed_sign)
         rows.append(local[ranker.rank(new)])
@@ -387,53 +434,122 @@ def lowest_eigenvalue(lower: scipy.sparse.csr_matrix, tol: float = 1e-12, seed: 
 # ------------------------------------------------------------------------------------------------
 # Driver
 # ------------------------------------------------------------------------------------------------
+DEGENERACY_TOL = 1e-6
+"""Bands n and n + 1 closer than this (E0) at some k count as one degenerate shell."""
+
+
+def cut_shells(energies: np.ndarray, n_bands: int, tol: float = DEGENERACY_TOL) -> list[int]:
+    """k-points where the band count cuts a degenerate shell: |eps_{N+1,k} - eps_{N,k}| < tol.
+
+    Args:
+        energies: band energies, shape (n_k, at least n_bands + 1), ascending per k.
+        n_bands: number of kept bands N.
+        tol: degeneracy tolerance in E0.
+
+    Returns:
+        Indices of those k-points.
+    """
+    gap = energies[:, n_bands] - energies[:, n_bands - 1]
+    return [int(i) for i in np.nonzero(gap < tol)[0]]
+
+
+def plan_memory(
+    params: MoireParameters, n_bands: int, sectors: Iterable[int] | None = None
+) -> tuple[MemoryEstimate, np.ndarray]:
+    """Sector dimensions and the memory estimate of the largest requested sector.
+
+    Args:
+        params: model parameters.
+        n_bands: number of kept bands.
+        sectors: total-momentum indices (into `supercell_kpoints`); all if None.
+
+    Returns:
+        The estimate and the dimension of every sector in `supercell_kpoints` order.
+    """
+    k = supercell_kpoints(params.M)
+    n_k = len(k)
+    labels = np.mod(momentum_labels(params.M, k), n_k)
+    mode_labels = labels[mode_k_index(n_bands * n_k, n_k)]
+    codes = _code(labels, n_k)
+    dims = sector_dimensions(mode_labels, params.n_electrons, n_k)[codes]
+    pairs = sector_dimensions(mode_labels, 2, n_k)
+    targets = float(np.sum(pairs * (pairs - 1)) / max(1, np.sum(pairs)))
+    chosen = range(n_k) if sectors is None else list(sectors)
+    largest = max((int(dims[s]) for s in chosen), default=0)
+    return estimate_memory(n_bands * n_k, params.n_electrons, largest, targets), dims
+
+
 def run_bped(
     params: MoireParameters,
+    n_bands: int = 1,
     g_max: float = DEFAULT_G_MAX,
     sectors: Iterable[int] | None = None,
     tol: float = 1e-12,
+    max_memory_bytes: float | None = None,
 ) -> dict[str, Any]:
-    """Band-projected ED: lowest energy in every total-momentum sector.
+    """Band-projected ED in the lowest `n_bands` bands: lowest energy of every momentum sector.
 
     Args:
         params: model parameters (spin-polarized only).
+        n_bands: number of lowest bands kept (the modes are (n, k), n < n_bands).
         g_max: plane-wave cut-off of the Bloch states, in units of |g_1|.
         sectors: indices of the total momenta (into `supercell_kpoints`) to solve; all if None.
         tol: ARPACK relative tolerance.
+        max_memory_bytes: memory budget; the free physical memory if None.
 
     Returns:
         JSON-able dict: "energy_E0", "energy_meV", "energy_per_electron_E0",
         "energy_per_electron_meV" (lowest over the solved sectors, including N U xi / 2),
         "ground_sector", "sectors" (per non-empty sector: index, k, label, dimension,
-        nnz_lower_triangle, energy_E0, energy_per_electron_meV, wall_s), "eps_k_E0",
-        "madelung_xi", "g_max", "wall_s".
+        nnz_lower_triangle, energy_E0, energy_per_electron_meV, wall_s), "n_bands",
+        "cut_degenerate_shells" (k-point indices where band N + 1 is degenerate with band N),
+        "memory_estimate_gb", "peak_rss_gb", "eps_nk_E0", "madelung_xi", "g_max", "wall_s".
 
     Raises:
         NotImplementedError: for an unpolarized system.
-        ValueError: if N exceeds the number of k-points.
+        ValueError: if N exceeds the number of modes, or a sector index is out of range.
+        MemoryBudgetError: if the estimated memory exceeds the budget (checked before building).
     """
     if not params.spin_polarized:
         raise NotImplementedError("run_bped supports spin-polarized systems only")
     start = time.perf_counter()
     n = params.n_electrons
-    bands = supercell_bands(params, 1, g_max)
-    n_k = len(bands.k)
-    if n > n_k:
-        raise ValueError(f"{n} electrons do not fit into the lowest band of {n_k} k-points")
-    eps = bands.energies[:, 0]
+    n_k = params.n_sites
+    n_modes = n_bands * n_k
+    if n_bands < 1 or n > n_modes or n_modes > 63:
+        raise ValueError(f"{n} electrons in {n_bands} bands of {n_k} k-points: need "
+                         f"N <= n_bands x n_k <= 63")
+    if sectors is not None:
+        sectors = sorted(set(int(s) for s in sectors))
+        if any(s < 0 or s >= n_k for s in sectors):
+            raise ValueError(f"momentum sectors must lie in 0..{n_k - 1}, got {sectors}")
+    estimate, dims = plan_memory(params, n_bands, sectors)
+    budget = available_memory_bytes() if max_memory_bytes is None else max_memory_bytes
+    if estimate.total_bytes > budget:
+        raise MemoryBudgetError(
+            f"{n_bands} bands: sector dimension {estimate.dimension:,} x "
+            f"~{estimate.nnz_per_row:.0f} non-zeros per row needs ~"
+            f"{estimate.total_bytes / 1e9:.1f} GB, more than the {budget / 1e9:.1f} GB allowed")
+    all_bands = supercell_bands(params, n_bands + 1, g_max)
+    cut = cut_shells(all_bands.energies, n_bands)
+    bands = dataclasses.replace(
+        all_bands, energies=all_bands.energies[:, :n_bands],
+        coefficients=all_bands.coefficients[:, :n_bands],
+    )
+    eps = mode_energies(bands)
     ham = band_hamiltonian(eps, interaction_tensor(params, bands))
     xi = madelung_constant(params.cell)
     constant = 0.5 * n * params.U * xi
     labels = momentum_labels(params.M, bands.k)
-    states = fock_states(n_k, n)
-    codes = momentum_sectors(states, labels)
-    ranker = StateRanker(n_k, n)
+    states = fock_states(n_modes, n)
+    codes = momentum_sectors(states, labels[mode_k_index(n_modes, n_k)], n_k)
+    ranker = StateRanker(n_modes, n)
     results = []
     for index in range(n_k) if sectors is None else sectors:
+        if dims[index] == 0:
+            continue
         t0 = time.perf_counter()
         sector = states[codes == _code(labels[index], n_k)]
-        if len(sector) == 0:
-            continue
         H = sector_hamiltonian(sector, ham, ranker)
         energy = lowest_eigenvalue(H, tol) + constant
         results.append({
@@ -450,14 +566,18 @@ def run_bped(
     ground = min(results, key=lambda r: r["energy_E0"])
     e = ground["energy_E0"]
     return {
-        "method": "band-projected exact diagonalization (lowest band, spin-polarized)",
+        "method": f"band-projected exact diagonalization ({n_bands} lowest bands, spin-polarized)",
         "energy_E0": e,
         "energy_meV": e * params.E0_meV,
         "energy_per_electron_E0": e / n,
         "energy_per_electron_meV": e * params.E0_meV / n,
         "ground_sector": ground["index"],
         "sectors": results,
-        "eps_k_E0": eps.tolist(),
+        "n_bands": n_bands,
+        "cut_degenerate_shells": cut,
+        "memory_estimate_gb": estimate.total_bytes / 1e9,
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9,
+        "eps_nk_E0": bands.energies.tolist(),
         "madelung_xi": xi,
         "g_max": g_max,
         "wall_s": time.perf_counter() - start,

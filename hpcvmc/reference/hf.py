@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import scipy.fft
+import scipy.linalg
 import scipy.special
 
 from hpcvmc.reference.bands import potential_fourier
@@ -48,7 +49,6 @@ from hpcvmc.systems.moire_lattice import (
 
 DEFAULT_Q_MAX = 3.0
 """Default plane-wave cut-off |Q| <= 3 |g_1|; see tests/test_hf.py for its convergence."""
-DEFAULT_GUESSES = ("fermi_liquid", "honeycomb", "random")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -236,6 +236,8 @@ class FockBuilder:
     """Start of each block of diagonals in `pair_order`, shape (n_chunks + 1,)."""
     chunk_diffs: np.ndarray
     """First difference index of each block, shape (n_chunks + 1,)."""
+    shift: float
+    """U c with c >= -min_r phi(r) (`positivity_shift`), in E0: the kernel U (phi + c) >= 0."""
 
 
 def fock_builder(
@@ -261,7 +263,32 @@ def fock_builder(
     per_chunk = max(1, int(chunk_bytes // (16 * basis.grid[0] * basis.grid[1])))
     diffs = np.append(np.arange(first, n_d, per_chunk), n_d)
     bounds = np.searchsorted(flat_diff[order], diffs)
-    return FockBuilder(basis, v_diff, _grid_coulomb(params, basis), order, bounds, diffs)
+    shift = params.U * positivity_shift(params.cell)
+    return FockBuilder(basis, v_diff, _grid_coulomb(params, basis), order, bounds, diffs, shift)
+
+
+def positivity_shift(cell: np.ndarray, points: int = 48, margin: float = 0.05) -> float:
+    """c = (1 + margin) max(0, -min_r phi(r)): the shifted kernel phi + c is non-negative.
+
+    The Ewald potential phi (neutralizing background) is negative far from the charge. The
+    Hartree-Fock functional of a density matrix 0 <= P <= 1 (tr P = N) evaluated with phi + c
+    instead of phi differs by (c/2)(N - tr P^2) per unit U: nothing for projectors, a penalty for
+    fractional occupations. With a non-negative kernel its minimum over all such P is attained
+    at a projector (Lieb's variational principle), so a damped SCF that mixes density matrices
+    (`run_scf`) cannot settle on a fractionally occupied P below every Slater determinant.
+
+    Args:
+        cell: supercell vectors, shape (2, 2), rows L_1, L_2, in a_M.
+        points: grid points per cell vector where phi is evaluated (the origin excluded).
+        margin: relative safety margin for the grid minimum.
+
+    Returns:
+        c in 1/a_M.
+    """
+    n = np.stack(np.meshgrid(np.arange(points), np.arange(points), indexing="ij"), axis=-1)
+    frac = n.reshape(-1, 2)[1:] / points
+    phi = ewald_potential(frac @ cell, cell)
+    return float((1.0 + margin) * max(0.0, -np.min(phi)))
 
 
 def _difference_sum(basis: SupercellBasis, P: np.ndarray) -> np.ndarray:
@@ -331,74 +358,11 @@ def hf_energy_terms(h: np.ndarray, J: np.ndarray, K: np.ndarray, P: np.ndarray) 
 
 
 # ------------------------------------------------------------------------------------------------
-# Initial guesses
-# ------------------------------------------------------------------------------------------------
-def site_potential(
-    params: MoireParameters, basis: SupercellBasis, amplitudes: np.ndarray, width: float = 0.25
-) -> np.ndarray:
-    """Matrix of W(r) = sum_R w_R sum_L exp(-|r - R - L|^2/(2 sigma^2)) over the moire sites R.
-
-    <a|W|b> = W_{Q_a - Q_b}, W_p = (2 pi sigma^2 / A) exp(-sigma^2 p^2/2) sum_R w_R exp(-i p.R).
-
-    Args:
-        params: model parameters.
-        basis: the plane-wave basis.
-        amplitudes: w_R in E0 for each site of `moire_sites(params.M)`, shape (N_sites,).
-        width: sigma in a_M.
-
-    Returns:
-        Hermitian matrix, shape (n, n), in E0.
-    """
-    sites, _ = moire_sites(params.M)
-    p = basis.diff_int @ supercell_reciprocal(params.M)
-    structure = np.exp(-1j * p @ sites.T) @ amplitudes
-    gauss = np.exp(-0.5 * width**2 * np.sum(p**2, axis=-1))
-    return (2.0 * np.pi * width**2 / basis.area * gauss * structure)[basis.diff_index]
-
-
-def guess_potential(
-    params: MoireParameters, basis: SupercellBasis, name: str, seed: int
-) -> np.ndarray:
-    """Symmetry-breaking seed potential of an initial guess (switched off after the first step).
-
-    Args:
-        params: model parameters.
-        basis: the plane-wave basis.
-        name: "fermi_liquid" (none), "honeycomb" (repel from sqrt3 sublattice 0: electrons on
-            sublattices 1 and 2), "triangular" (attract to sublattice 0), "random" (random
-            Gaussian wells on the moire sites).
-        seed: random seed of "random".
-
-    Returns:
-        Matrix of the seed potential, shape (n, n), in E0.
-
-    Raises:
-        ValueError: for an unknown name, or a sqrt3 guess on a cell without sqrt3 order.
-    """
-    n_sites = params.n_sites
-    strength = 10.0 * max(params.V_E0, 1.0)
-    if name == "fermi_liquid":
-        return np.zeros((len(basis.Q), len(basis.Q)), dtype=complex)
-    if name == "random":
-        rng = np.random.default_rng(seed)
-        return site_potential(params, basis, strength * rng.normal(size=n_sites))
-    if name in ("honeycomb", "triangular"):
-        if not supports_sqrt3(params.M):
-            raise ValueError(f"supercell {params.M} does not fit sqrt3 x sqrt3 order")
-        on_zero = sqrt3_sublattice(moire_sites(params.M)[1]) == 0
-        sign = 1.0 if name == "honeycomb" else -1.0
-        return site_potential(params, basis, sign * strength * on_zero.astype(float))
-    raise ValueError(
-        f"unknown Hartree-Fock guess {name!r}: use fermi_liquid, honeycomb, triangular or random"
-    )
-
-
-# ------------------------------------------------------------------------------------------------
 # Self-consistent field
 # ------------------------------------------------------------------------------------------------
 def _occupied_density(F: np.ndarray, n_occ: int) -> np.ndarray:
     """Aufbau: P = C C^H from the n_occ lowest eigenvectors of F, shape (n, n)."""
-    C = np.linalg.eigh(F)[1][:, :n_occ]
+    C = scipy.linalg.eigh(F, subset_by_index=[0, n_occ - 1], driver="evr")[1]
     return C @ C.conj().T
 
 
@@ -416,31 +380,79 @@ def _diis_extrapolate(focks: list[np.ndarray], errors: list[np.ndarray]) -> np.n
     return sum(c * f for c, f in zip(coeff, focks))
 
 
+E_TOL = 1e-8
+"""SCF convergence: change of the total energy between Fock builds, in E0."""
+COMMUTATOR_TOL = 1e-5
+"""SCF convergence: max |F P - P F| (the stationarity condition), in E0."""
+
+
+@dataclasses.dataclass
+class _FockState:
+    """A density matrix with its Fock matrix and energy."""
+
+    P: np.ndarray
+    F: np.ndarray
+    energy: float
+    terms: dict[str, float]
+
+    @property
+    def commutator(self) -> float:
+        """max |F P - P F| in E0."""
+        return float(np.max(np.abs(self.F @ self.P - self.P @ self.F)))
+
+
+def _evaluate(builder: FockBuilder, h: np.ndarray, P: np.ndarray, constant: float) -> _FockState:
+    """Fock matrix and energy of the positivity-shifted functional (`positivity_shift`):
+
+    E[P] = tr(hP) + 1/2 tr((J + K) P) + (U c / 2)(N - tr P^2) + N U xi / 2,
+    F[P] = h + J[P] + K[P] - U c P,
+
+    equal to E_HF and (on the commutator [F, P]) to the Fock operator for projectors.
+    """
+    J = hartree_matrix(builder, P)
+    K = exchange_matrix(builder, P)
+    terms = hf_energy_terms(h, J, K, P)
+    n = np.real(np.trace(P))
+    terms["positivity_shift"] = 0.5 * builder.shift * float(n - np.real(np.sum(P * P.T)))
+    return _FockState(P, h + J + K - builder.shift * P, sum(terms.values()) + constant, terms)
+
+
 def run_scf(
     params: MoireParameters,
     builder: FockBuilder,
     h: np.ndarray,
     P: np.ndarray,
-    e_tol: float = 1e-8,
-    max_iter: int = 300,
+    e_tol: float = E_TOL,
+    max_iter: int = 150,
     diis_size: int = 8,
+    commutator_tol: float = COMMUTATOR_TOL,
 ) -> dict[str, Any]:
-    """Iterate P -> F[P] = h + J[P] + K[P] -> aufbau P with DIIS until |dE| < e_tol (E0, total).
+    """Self-consistent field from P: DIIS, then the optimal damping algorithm if DIIS stalls.
+
+    DIIS iterates P -> aufbau(extrapolated F) for at most `max_iter` Fock builds. If it has not
+    converged, the optimal damping algorithm (ODA) continues from the lowest-energy density
+    seen: P <- P + lam (aufbau(F[P]) - P) with lam in [0, 1] minimizing the energy, which is
+    quadratic in lam (E(lam) = E(0) + lam tr(F[P] dP) + lam^2 c, c from E(1)); it never raises
+    the energy, and its limit is the projector onto the N leading natural orbitals (the
+    functional is shifted so that fractional occupations are not favoured, `_evaluate`).
+    Converged: the energy changed by less than `e_tol` (E0, total) and max |F P - P F| <
+    `commutator_tol` (E0).
 
     Args:
         params: model parameters.
         builder: precomputed Fock pieces.
         h: one-body matrix, shape (n, n).
         P: initial density matrix, shape (n, n).
-        e_tol: convergence threshold on the change of the total energy, in E0; the commutator
-            max|FP - PF| must also fall below sqrt(e_tol).
-        max_iter: maximum number of Fock builds.
+        e_tol: energy convergence threshold, in E0.
+        max_iter: maximum number of Fock builds of each stage (DIIS, then ODA).
         diis_size: number of stored Fock matrices.
+        commutator_tol: stationarity threshold on max |FP - PF|, in E0.
 
     Returns:
-        Dict with the converged density matrix "P", total energy "energy" (E0, including
-        N U xi / 2), its parts, "converged", "iterations" and "gap" (lowest empty minus highest
-        occupied eigenvalue of the last Fock matrix, in E0).
+        Dict with the density matrix "P", total energy "energy" (E0, including N U xi / 2), its
+        parts "terms", "converged", "iterations" (Fock builds), "commutator" (max |FP - PF|),
+        "method" ("diis" or "diis+oda") and "gap" (lowest empty minus highest occupied
+        eigenvalue of the Fock matrix, in E0).
     """
     n_occ = params.n_electrons
     constant = 0.5 * n_occ * params.U * madelung_constant(params.cell)
@@ -448,27 +460,55 @@ def run_scf(
     errors: list[np.ndarray] = []
     energy_prev = np.inf
     converged = False
-    for iteration in range(1, max_iter + 1):
-        J = hartree_matrix(builder, P)
-        K = exchange_matrix(builder, P)
-        F = h + J + K
-        terms = hf_energy_terms(h, J, K, P)
-        energy = sum(terms.values()) + constant
-        error = F @ P - P @ F
-        if abs(energy - energy_prev) < e_tol and np.max(np.abs(error)) < np.sqrt(e_tol):
+    state = _evaluate(builder, h, P, constant)
+    best = state
+    iterations, method = 1, "diis"
+    while True:
+        if abs(state.energy - energy_prev) < e_tol and state.commutator < commutator_tol:
             converged = True
             break
-        energy_prev = energy
-        focks = (focks + [F])[-diis_size:]
+        if iterations >= max_iter:
+            break
+        energy_prev = state.energy
+        error = state.F @ state.P - state.P @ state.F
+        focks = (focks + [state.F])[-diis_size:]
         errors = (errors + [error])[-diis_size:]
-        P = _occupied_density(_diis_extrapolate(focks, errors), n_occ)
-    levels = np.linalg.eigvalsh(F)
+        state = _evaluate(builder, h, _occupied_density(_diis_extrapolate(focks, errors), n_occ),
+                          constant)
+        iterations += 1
+        if state.energy < best.energy:
+            best = state
+    if not converged:
+        method = "diis+oda"
+        state, energy_prev = best, np.inf
+        for _ in range(max_iter):
+            if abs(state.energy - energy_prev) < e_tol and state.commutator < commutator_tol:
+                converged = True
+                break
+            energy_prev = state.energy
+            trial = _evaluate(builder, h, _occupied_density(state.F, n_occ), constant)
+            iterations += 1
+            slope = float(np.real(np.sum(state.F * (trial.P - state.P).T)))
+            curvature = trial.energy - state.energy - slope
+            lam = 1.0 if curvature <= 0 else min(1.0, max(0.0, -slope / (2.0 * curvature)))
+            if lam == 1.0:
+                state = trial
+            else:
+                state = _evaluate(builder, h, state.P + lam * (trial.P - state.P), constant)
+                iterations += 1
+    if method == "diis+oda":
+        natural = np.linalg.eigh(state.P)[1][:, -n_occ:]
+        state = _evaluate(builder, h, natural @ natural.conj().T, constant)
+        converged = converged and state.commutator < commutator_tol
+    levels = scipy.linalg.eigvalsh(state.F, subset_by_index=[0, n_occ], driver="evr")
     return {
-        "P": P,
-        "energy": energy,
-        "terms": {**terms, "madelung": constant},
+        "P": state.P,
+        "energy": state.energy,
+        "terms": {**state.terms, "madelung": constant},
         "converged": converged,
-        "iterations": iteration,
+        "iterations": iterations,
+        "commutator": state.commutator,
+        "method": method,
         "gap": float(levels[n_occ] - levels[n_occ - 1]),
     }
 
@@ -559,121 +599,26 @@ def sublattice_charges(params: MoireParameters, charges: np.ndarray) -> np.ndarr
     return np.bincount(sqrt3_sublattice(moire_sites(params.M)[1]), charges, 3)
 
 
-def classify_state(params: MoireParameters, sublattice: np.ndarray, tol: float = 0.1) -> str:
+def classify_state(
+    params: MoireParameters,
+    sublattice: np.ndarray,
+    site_charges: np.ndarray | None = None,
+    tol: float = 0.1,
+) -> str:
     """Name the state from the charge per site on the three sqrt3 sublattices.
 
     "honeycomb crystal" (two sublattices equally filled, the third depleted), "triangular crystal"
-    (one sublattice filled more than the other two), "uniform" (equal within `tol` per site), else
-    "other".
+    (one sublattice filled more than the other two), "uniform" (equal within `tol` per site, and
+    so are the sites when `site_charges` are given), "non-sqrt3 order" (equal sublattices but
+    site charges differing by `tol` or more, e.g. a stripe), else "other".
     """
     per_site = np.sort(3.0 * sublattice / params.n_sites)
     if per_site[2] - per_site[0] < tol:
+        if site_charges is not None and np.ptp(site_charges) >= tol:
+            return "non-sqrt3 order"
         return "uniform"
     if per_site[2] - per_site[1] < tol:
         return "honeycomb crystal"
     if per_site[1] - per_site[0] < tol:
         return "triangular crystal"
     return "other"
-
-
-# ------------------------------------------------------------------------------------------------
-# Driver
-# ------------------------------------------------------------------------------------------------
-def _guess_list(
-    params: MoireParameters, guesses: Sequence[str], n_random: int, seed: int
-) -> list[tuple[str, str, int]]:
-    """(label, guess name, seed) of every SCF start: "random" n_random times, sqrt3 guesses only
-    on cells that fit sqrt3 order."""
-    out = []
-    for name in guesses:
-        if name == "random":
-            out += [(f"random_{r}", name, seed + r) for r in range(n_random)]
-        elif name not in ("honeycomb", "triangular") or supports_sqrt3(params.M):
-            out.append((name, name, seed))
-    return out
-
-
-def run_hf(
-    params: MoireParameters,
-    q_max: float = DEFAULT_Q_MAX,
-    guesses: Sequence[str] = DEFAULT_GUESSES,
-    n_random: int = 2,
-    e_tol: float = 1e-8,
-    max_iter: int = 300,
-    seed: int = 0,
-    density_points_per_aM: float = 12.0,
-) -> dict[str, Any]:
-    """Unrestricted HF from several initial guesses; the lowest converged state is reported.
-
-    Args:
-        params: model parameters (spin-polarized only).
-        q_max: plane-wave cut-off in units of |g_1|.
-        guesses: initial guesses (see `guess_potential`); sqrt3 guesses are skipped on cells
-            without sqrt3 order; "random" is repeated `n_random` times with different seeds.
-        n_random: number of random guesses.
-        e_tol: energy convergence in E0 (total).
-        max_iter: maximum SCF iterations per guess.
-        seed: base random seed.
-        density_points_per_aM: resolution of the returned density.
-
-    Returns:
-        JSON-able dict: "energy_E0", "energy_meV", "energy_per_electron_E0",
-        "energy_per_electron_meV" (lowest state, totals include N U xi / 2), "terms_E0",
-        "madelung_xi", "state" (guess, classification, site and sublattice charges),
-        "fock_gap_meV", "density" (rho in 1/a_M^2 at r_ij = (i/m_1) L_1 + (j/m_2) L_2),
-        "guesses" (energy in E0, convergence and iterations of each), "basis_size", "q_max",
-        "wall_s".
-
-    Raises:
-        NotImplementedError: for an unpolarized system.
-    """
-    if not params.spin_polarized:
-        raise NotImplementedError(
-            "run_hf supports spin-polarized systems only (set spin_polarized = true)"
-        )
-    start = time.perf_counter()
-    basis = supercell_basis(params, q_max)
-    builder = fock_builder(params, basis)
-    h = one_body_matrix(params, basis)
-    runs: list[tuple[str, dict[str, Any]]] = []
-    for label, name, guess_seed in _guess_list(params, guesses, n_random, seed):
-        seeded = h + guess_potential(params, basis, name, guess_seed)
-        P0 = _occupied_density(seeded, params.n_electrons)
-        runs.append((label, run_scf(params, builder, h, P0, e_tol, max_iter)))
-    pool = [run for run in runs if run[1]["converged"]] or runs
-    best_label, best = min(pool, key=lambda run: run[1]["energy"])
-    rho = density_on_grid(params, basis, best["P"], density_points_per_aM)
-    charges = site_charges(params, basis, best["P"])
-    sub = sublattice_charges(params, charges)
-    n = params.n_electrons
-    return {
-        "method": "unrestricted Hartree-Fock (spin-polarized)",
-        "energy_E0": best["energy"],
-        "energy_meV": best["energy"] * params.E0_meV,
-        "energy_per_electron_E0": best["energy"] / n,
-        "energy_per_electron_meV": best["energy"] * params.E0_meV / n,
-        "terms_E0": best["terms"],
-        "madelung_xi": madelung_constant(params.cell),
-        "converged": best["converged"],
-        "iterations": best["iterations"],
-        "fock_gap_meV": best["gap"] * params.E0_meV,
-        "state": {
-            "guess": best_label,
-            "classification": classify_state(params, sub),
-            "sublattice_charges": sub.tolist(),
-            "site_charges": charges.tolist(),
-            "sites": moire_sites(params.M)[0].tolist(),
-        },
-        "density": {"cell": params.cell.tolist(), "rho": rho.tolist()},
-        "guesses": {
-            label: {
-                "energy_E0": run["energy"],
-                "converged": run["converged"],
-                "iterations": run["iterations"],
-            }
-            for label, run in runs
-        },
-        "basis_size": len(basis.Q),
-        "q_max": q_max,
-        "wall_s": time.perf_counter() - start,
-    }
