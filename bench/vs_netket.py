@@ -60,8 +60,13 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def netket_driver(setup: Any, params: Any, chains_x: Any, on_the_fly: str) -> Any:
-    """NetKet's VMC_SR driver with hpcvmc's model, settings, parameters and chain states."""
+def netket_driver(setup: Any, params: Any, chains_x: Any, on_the_fly: str,
+                  seed: int | None = None, momentum: bool = True) -> Any:
+    """NetKet's VMC_SR driver with hpcvmc's model, settings, parameters and chain states.
+
+    ``seed`` seeds NetKet's sampler (default: hpcvmc's ``run.seed``); ``momentum = False``
+    leaves SPRING off on NetKet's side whatever hpcvmc's ``optimizer.momentum`` (the
+    mismatched comparison this script made before 2026-12-03)."""
     import netket as nk
     import optax
 
@@ -82,17 +87,21 @@ def netket_driver(setup: Any, params: Any, chains_x: Any, on_the_fly: str) -> An
         # NetKet chunks samples (each with its n_bonds + 1 connected configurations); ours
         # counts configurations per network call: the same batches, in samples
         chunk_size=max(1, system.chunk_size // (len(system.bonds()[0]) + 1)),
-        seed=cfg.run.seed, sampler_seed=cfg.run.seed,
+        seed=cfg.run.seed, sampler_seed=cfg.run.seed if seed is None else seed,
     )
     vstate.parameters = params
     state = vstate.sampler_state
     vstate.sampler_state = state.replace(σ=chains_x.astype(state.σ.dtype))
     optimizer = setup.optimizer
+    if optimizer.max_update_norm or cfg.optimizer.clip_local_energy:
+        raise SystemExit("NetKet's VMC_SR has no optimizer.max_update_norm or "
+                         "optimizer.clip_local_energy: set them to 0 for the comparison")
     lr = optimizer.learning_rate
     driver = nk.driver.VMC_SR(
         hamiltonian,
         optax.sgd((lambda t: lr(t) / 8) if callable(lr) else lr / 8),
         diag_shift=optimizer.diag_shift,
+        momentum=(optimizer.spring_mu or None) if momentum else None,  # SPRING, as hpcvmc's
         variational_state=vstate,
         chunk_size_bwd=cfg.optimizer.chunk_size,
         mode="complex",
