@@ -12,8 +12,10 @@ the same local-energy batches (NetKet's ``chunk_size`` counts samples, each with
 connected configurations; ours counts configurations per network call) and Jacobian chunks, and the same minSR solve (dense Jacobian,
 ``(O O^T + lambda I)^-1``, Cholesky). NetKet gets ``MetropolisExchange`` over the nearest and
 next-nearest pairs (``d_max = 1`` on the J1-J2 graph), the jax Heisenberg operator with the
-Marshall sign rule on the J1 bonds, ``VMC_SR(use_ntk=True, on_the_fly=--netket-on-the-fly)`` and
-``optax.sgd``. The steps alternate (one NetKet step, one hpcvmc step, ...) inside one
+Marshall sign rule on the J1 bonds, ``VMC_SR(use_ntk=True, on_the_fly=--netket-on-the-fly)`` with
+hpcvmc's diagonal-shift schedule and SPRING momentum (``momentum`` = ``optimizer.momentum``, the
+same recursion), and ``optax.sgd``. Settings NetKet lacks (``optimizer.max_update_norm``,
+``optimizer.clip_local_energy``) are refused. The steps alternate (one NetKet step, one hpcvmc step, ...) inside one
 ``driver.run`` through its callback, so machine load hits both alike; medians are reported.
 
 Conventions that differ (and are converted here): NetKet's Heisenberg uses Pauli matrices, so
@@ -24,7 +26,10 @@ sqrt(N_s)`` against our ``(E_L - <E_L>) / sqrt(N_s)``. NetKet's learning rate is
 Physics checks: (1) NetKet's local energies (its operator's connected elements and matrix
 elements) of hpcvmc's first batch of samples equal 4x hpcvmc's, to rounding; (2) the two energy
 trajectories agree statistically: per step z = (E_ours - E_NetKet / 4) / sqrt(err_ours^2 +
-(err_NetKet / 4)^2) should look like N(0, 1) (chi^2 / steps ~ 1).
+(err_NetKet / 4)^2) should look like N(0, 1) (chi^2 / steps ~ 1). One trajectory of each is a
+weak test (the error bars ignore how the trajectories drift apart); ``bench/trajectories.py``
+averages over sampler seeds, ``bench/same_samples.py`` compares the updates of identical
+samples.
 
 The hpcvmc headline is the real driver step (``hpcvmc.driver.make_step``). Its split into
 sampling / local energy / Jacobian (with centring) / kernel + solve comes from the same building
