@@ -45,8 +45,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=20, help="optimization steps per seed")
     parser.add_argument(
         "--netket-momentum", choices=("same", "none"), default="same",
-        help="NetKet's SPRING momentum: hpcvmc's optimizer.momentum (same) or off (none: the "
-             "mismatched settings of bench/vs_netket.py before 2026-12-03)")
+        help="NetKet's SPRING momentum: hpcvmc's optimizer.momentum (same) or off (none: a "
+             "deliberately mismatched comparison)")
     return parser.parse_args()
 
 

@@ -15,8 +15,8 @@ next-nearest pairs (``d_max = 1`` on the J1-J2 graph), the jax Heisenberg operat
 Marshall sign rule on the J1 bonds, ``VMC_SR(use_ntk=True, on_the_fly=--netket-on-the-fly)`` with
 hpcvmc's diagonal-shift schedule and SPRING momentum (``momentum`` = ``optimizer.momentum``, the
 same recursion), and ``optax.sgd``. Settings NetKet lacks (``optimizer.max_update_norm``,
-``optimizer.clip_local_energy``) are refused. The steps alternate (one NetKet step, one hpcvmc step, ...) inside one
-``driver.run`` through its callback, so machine load hits both alike; medians are reported.
+``optimizer.clip_local_energy``) are refused. The steps alternate (one NetKet step, one hpcvmc
+step, ...) inside one ``driver.run`` through its callback, so machine load hits both alike; medians are reported.
 
 Conventions that differ (and are converted here): NetKet's Heisenberg uses Pauli matrices, so
 its energies are 4x ours (S = sigma / 2); its minSR right-hand side is ``2 (E_L - <E_L>) /
@@ -70,8 +70,8 @@ def netket_driver(setup: Any, params: Any, chains_x: Any, on_the_fly: str,
     """NetKet's VMC_SR driver with hpcvmc's model, settings, parameters and chain states.
 
     ``seed`` seeds NetKet's sampler (default: hpcvmc's ``run.seed``); ``momentum = False``
-    leaves SPRING off on NetKet's side whatever hpcvmc's ``optimizer.momentum`` (the
-    mismatched comparison this script made before 2026-12-03)."""
+    leaves SPRING off on NetKet's side whatever hpcvmc's ``optimizer.momentum`` (a deliberately
+    mismatched comparison, to measure what SPRING changes)."""
     import netket as nk
     import optax
 
