@@ -10,8 +10,8 @@ Both codes optimize the same flax module (hpcvmc's ViT built from ``--job``, by 
 same initial chain configurations, with the same number of samples, chains, sweeps and steps,
 the same local-energy batches (NetKet's ``chunk_size`` counts samples, each with its 145
 connected configurations; ours counts configurations per network call) and Jacobian chunks,
-and the same minSR solve (dense Jacobian, ``(O O^T + lambda I)^-1``, Cholesky). NetKet gets ``MetropolisExchange`` over the nearest and
-next-nearest pairs (``d_max = 1`` on the J1-J2 graph), the jax Heisenberg operator with the
+and the same minSR solve (dense Jacobian, ``(O O^T + lambda I)^-1``, Cholesky). NetKet gets
+``MetropolisExchange`` over the nearest and next-nearest pairs (``d_max = 1`` on the J1-J2 graph), the jax Heisenberg operator with the
 Marshall sign rule on the J1 bonds, ``VMC_SR(use_ntk=True, on_the_fly=--netket-on-the-fly)`` with
 hpcvmc's diagonal-shift schedule and SPRING momentum (``momentum`` = ``optimizer.momentum``, the
 same recursion), and ``optax.sgd``. Settings NetKet lacks (``optimizer.max_update_norm``,
