@@ -7,17 +7,17 @@ Run from the repository root (``PYTHONPATH=.`` unless hpcvmc is installed)::
 
 Both codes optimize the same flax module (hpcvmc's ViT built from ``--job``, by default
 ``jobs/vit_6x6_factored.toml``: 6 x 6 J1-J2 at J2 = 0.5) from the same initial parameters and the
-same initial chain configurations, with the same number of samples, chains, sweeps and steps,
-the same local-energy batches (NetKet's ``chunk_size`` counts samples, each with its 145
-connected configurations; ours counts configurations per network call) and Jacobian chunks,
-and the same minSR solve (dense Jacobian, ``(O O^T + lambda I)^-1``, Cholesky). NetKet gets
-``MetropolisExchange`` over the nearest and next-nearest pairs (``d_max = 1`` on the J1-J2 graph), the jax Heisenberg operator with the
-Marshall sign rule on the J1 bonds, ``VMC_SR(use_ntk=True, on_the_fly=--netket-on-the-fly)`` with
-hpcvmc's diagonal-shift schedule and SPRING momentum (``momentum`` = ``optimizer.momentum``, the
-same recursion), and ``optax.sgd``. Settings NetKet lacks (``optimizer.max_update_norm``,
-``optimizer.clip_local_energy``) are refused. The steps alternate (one NetKet step, one hpcvmc
-step, ...) inside one ``driver.run`` through its callback, so machine load hits both alike;
-medians are reported.
+same initial chain configurations, with the same number of samples, chains, sweeps and steps, the
+same local-energy batches (NetKet's ``chunk_size`` counts samples, each with its 145 connected
+configurations; ours counts configurations per network call) and Jacobian chunks, and the same
+minSR solve (dense Jacobian, ``(O O^T + lambda I)^-1``, Cholesky). NetKet gets
+``MetropolisExchange`` over the nearest and next-nearest pairs (``d_max = 1`` on the J1-J2 graph),
+the jax Heisenberg operator with the Marshall sign rule on the J1 bonds, ``VMC_SR(use_ntk=True,
+on_the_fly=--netket-on-the-fly)`` with hpcvmc's diagonal-shift schedule and SPRING momentum
+(``momentum`` = ``optimizer.momentum``, the same recursion), and ``optax.sgd``. Settings NetKet
+lacks (``optimizer.max_update_norm``, ``optimizer.clip_local_energy``) are refused. The steps
+alternate (one NetKet step, one hpcvmc step, ...) inside one ``driver.run`` through its callback,
+so machine load hits both alike; medians are reported.
 
 Conventions that differ (and are converted here): NetKet's Heisenberg uses Pauli matrices, so
 its energies are 4x ours (S = sigma / 2); its minSR right-hand side is ``2 (E_L - <E_L>) /
