@@ -7,14 +7,17 @@ Run from the repository root (``PYTHONPATH=.`` unless hpcvmc is installed)::
 
 Both codes optimize the same flax module (hpcvmc's ViT built from ``--job``, by default
 ``jobs/vit_6x6_factored.toml``: 6 x 6 J1-J2 at J2 = 0.5) from the same initial parameters and the
-same initial chain configurations, with the same number of samples, chains, sweeps and steps,
-the same local-energy batches (NetKet's ``chunk_size`` counts samples, each with its 145
-connected configurations; ours counts configurations per network call) and Jacobian chunks, and the same minSR solve (dense Jacobian,
-``(O O^T + lambda I)^-1``, Cholesky). NetKet gets ``MetropolisExchange`` over the nearest and
-next-nearest pairs (``d_max = 1`` on the J1-J2 graph), the jax Heisenberg operator with the
-Marshall sign rule on the J1 bonds, ``VMC_SR(use_ntk=True, on_the_fly=--netket-on-the-fly)`` and
-``optax.sgd``. The steps alternate (one NetKet step, one hpcvmc step, ...) inside one
-``driver.run`` through its callback, so machine load hits both alike; medians are reported.
+same initial chain configurations, with the same number of samples, chains, sweeps and steps, the
+same local-energy batches (NetKet's ``chunk_size`` counts samples, each with its 145 connected
+configurations; ours counts configurations per network call) and Jacobian chunks, and the same
+minSR solve (dense Jacobian, ``(O O^T + lambda I)^-1``, Cholesky). NetKet gets
+``MetropolisExchange`` over the nearest and next-nearest pairs (``d_max = 1`` on the J1-J2 graph),
+the jax Heisenberg operator with the Marshall sign rule on the J1 bonds, ``VMC_SR(use_ntk=True,
+on_the_fly=--netket-on-the-fly)`` with hpcvmc's diagonal-shift schedule and SPRING momentum
+(``momentum`` = ``optimizer.momentum``, the same recursion), and ``optax.sgd``. Settings NetKet
+lacks (``optimizer.max_update_norm``, ``optimizer.clip_local_energy``) are refused. The steps
+alternate (one NetKet step, one hpcvmc step, ...) inside one ``driver.run`` through its callback,
+so machine load hits both alike; medians are reported.
 
 Conventions that differ (and are converted here): NetKet's Heisenberg uses Pauli matrices, so
 its energies are 4x ours (S = sigma / 2); its minSR right-hand side is ``2 (E_L - <E_L>) /
@@ -24,7 +27,10 @@ sqrt(N_s)`` against our ``(E_L - <E_L>) / sqrt(N_s)``. NetKet's learning rate is
 Physics checks: (1) NetKet's local energies (its operator's connected elements and matrix
 elements) of hpcvmc's first batch of samples equal 4x hpcvmc's, to rounding; (2) the two energy
 trajectories agree statistically: per step z = (E_ours - E_NetKet / 4) / sqrt(err_ours^2 +
-(err_NetKet / 4)^2) should look like N(0, 1) (chi^2 / steps ~ 1).
+(err_NetKet / 4)^2) should look like N(0, 1) (chi^2 / steps ~ 1). One trajectory of each is a
+weak test (the error bars ignore how the trajectories drift apart); ``bench/trajectories.py``
+averages over sampler seeds, ``bench/same_samples.py`` compares the updates of identical
+samples.
 
 The hpcvmc headline is the real driver step (``hpcvmc.driver.make_step``). Its split into
 sampling / local energy / Jacobian (with centring) / kernel + solve comes from the same building
@@ -60,8 +66,13 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def netket_driver(setup: Any, params: Any, chains_x: Any, on_the_fly: str) -> Any:
-    """NetKet's VMC_SR driver with hpcvmc's model, settings, parameters and chain states."""
+def netket_driver(setup: Any, params: Any, chains_x: Any, on_the_fly: str,
+                  seed: int | None = None, momentum: bool = True) -> Any:
+    """NetKet's VMC_SR driver with hpcvmc's model, settings, parameters and chain states.
+
+    ``seed`` seeds NetKet's sampler (default: hpcvmc's ``run.seed``); ``momentum = False``
+    leaves SPRING off on NetKet's side whatever hpcvmc's ``optimizer.momentum`` (a deliberately
+    mismatched comparison, to measure what SPRING changes)."""
     import netket as nk
     import optax
 
@@ -82,17 +93,21 @@ def netket_driver(setup: Any, params: Any, chains_x: Any, on_the_fly: str) -> An
         # NetKet chunks samples (each with its n_bonds + 1 connected configurations); ours
         # counts configurations per network call: the same batches, in samples
         chunk_size=max(1, system.chunk_size // (len(system.bonds()[0]) + 1)),
-        seed=cfg.run.seed, sampler_seed=cfg.run.seed,
+        seed=cfg.run.seed, sampler_seed=cfg.run.seed if seed is None else seed,
     )
     vstate.parameters = params
     state = vstate.sampler_state
     vstate.sampler_state = state.replace(σ=chains_x.astype(state.σ.dtype))
     optimizer = setup.optimizer
+    if optimizer.max_update_norm or cfg.optimizer.clip_local_energy:
+        raise SystemExit("NetKet's VMC_SR has no optimizer.max_update_norm or "
+                         "optimizer.clip_local_energy: set them to 0 for the comparison")
     lr = optimizer.learning_rate
     driver = nk.driver.VMC_SR(
         hamiltonian,
         optax.sgd((lambda t: lr(t) / 8) if callable(lr) else lr / 8),
         diag_shift=optimizer.diag_shift,
+        momentum=(optimizer.spring_mu or None) if momentum else None,  # SPRING, as hpcvmc's
         variational_state=vstate,
         chunk_size_bwd=cfg.optimizer.chunk_size,
         mode="complex",
