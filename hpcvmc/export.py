@@ -11,7 +11,7 @@ Layout (export format version 1), readable with plain h5py or h5dump:
 - ``/meta`` (attributes): ``export_format_version``, ``hpcvmc_version`` (the exporter),
   ``source_hpcvmc_version`` (the version that wrote the checkpoint), ``step`` (completed
   optimization steps of the parameters), ``physics_hash`` (SHA-256 of the run's [system] and
-  [model], as in checkpoints), ``seed``, ``n_params``, ``source_run`` (the run folder's name),
+  [model], as in checkpoints), ``seed``, ``n_params``, ``source_run`` (the run folder as given),
   ``checksum`` (SHA-256 over the ``/params`` datasets as in checkpoints: sorted path, dtype,
   shape, bytes) and, when the run's ``final.json`` measured this very step, ``final_energy``,
   ``final_error``, ``final_variance`` (totals in ``energy_unit``), ``final_n_samples``,
@@ -117,7 +117,7 @@ def export(run_dir: str | Path, out: str | Path, force: bool = False,
         "export_format_version": EXPORT_FORMAT_VERSION, "hpcvmc_version": __version__,
         "source_hpcvmc_version": _source_version(run_dir, snap.step), "step": snap.step,
         "physics_hash": snap.physics_hash, "seed": snap.seed,
-        "n_params": int(sum(v.size for v in params.values())), "source_run": run_dir.resolve().name,
+        "n_params": int(sum(v.size for v in params.values())), "source_run": str(run_dir),
         "checksum": ckpt.checksum({f"params/{k}": v for k, v in params.items()}),
     }
     attrs.update(_final_attrs(run_dir, snap.step))
