@@ -131,7 +131,8 @@ def _unflatten(template: Any, arrays: dict[str, np.ndarray], what: str, path: Pa
     return jax.tree_util.tree_unflatten(treedef, out)
 
 
-def _checksum(datasets: dict[str, np.ndarray]) -> str:
+def checksum(datasets: dict[str, np.ndarray]) -> str:
+    """SHA-256 over datasets in sorted path order: path, dtype, shape and bytes of each."""
     digest = hashlib.sha256()
     for name in sorted(datasets):
         array = np.ascontiguousarray(datasets[name])
@@ -183,7 +184,7 @@ def save(snap: Snapshot, output: str | Path, keep: int) -> Path:
                     "format_version": FORMAT_VERSION, "hpcvmc_version": __version__,
                     "step": snap.step, "n_ranks": snap.n_ranks, "wall_time": time.time(),
                     "physics_hash": snap.physics_hash, "slurm_job_id": snap.slurm_job_id,
-                    "checksum": _checksum(datasets),
+                    "checksum": checksum(datasets),
                 })
                 meta.create_dataset("input_toml", data=snap.input_toml)
                 rng = f.create_group("rng")
@@ -206,7 +207,8 @@ def save(snap: Snapshot, output: str | Path, keep: int) -> Path:
     return final
 
 
-def _read_group(f: h5py.File, name: str) -> dict[str, np.ndarray]:
+def read_group(f: h5py.File, name: str) -> dict[str, np.ndarray]:
+    """Every dataset under group ``name`` as {path relative to it: array} ({} when absent)."""
     out: dict[str, np.ndarray] = {}
     if name not in f:
         return out
@@ -290,7 +292,7 @@ def read(path: str | Path) -> Snapshot:
                 if group not in f:
                     raise CheckpointError(f"{path}: /{group} is missing (corrupt checkpoint)")
             seed = _attribute(f["rng"].attrs, "seed", int, path)
-            groups = {g: _read_group(f, g) for g in ("params", "opt_state", "sampler", "history")}
+            groups = {g: read_group(f, g) for g in ("params", "opt_state", "sampler", "history")}
             input_toml = f["meta/input_toml"][()]
     except CheckpointError:
         raise
@@ -298,7 +300,7 @@ def read(path: str | Path) -> Snapshot:
         raise CheckpointError(f"{path}: unreadable or truncated checkpoint "
                               f"({_one_line(exc)[:200]})") from None
     datasets = {f"{g}/{k}": v for g, arrays in groups.items() for k, v in arrays.items()}
-    if _checksum(datasets) != meta["checksum"]:
+    if checksum(datasets) != meta["checksum"]:
         raise CheckpointError(f"{path}: checksum mismatch (corrupt checkpoint)")
     if isinstance(input_toml, bytes):
         input_toml = input_toml.decode(errors="replace")

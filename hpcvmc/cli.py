@@ -1,5 +1,5 @@
-"""Command line: ``hpcvmc run | measure | validate | inspect | exact | plot | attention |
-reference | transition``.
+"""Command line: ``hpcvmc run | measure | export | validate | inspect | exact | plot |
+attention | reference | transition``.
 
 Exit codes: 0 success, 1 an unexpected failure (under MPI the whole job is aborted), 2 bad input
 (one line on stderr naming the key or file; nothing existing is touched; also a run folder in
@@ -86,12 +86,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_measure(args: argparse.Namespace) -> int:
-    """Final measurement of the newest checkpoint of a run folder (stopped early or running)."""
-    run_dir = Path(args.run_dir)
-    saved = run_dir / "input.toml"
+    """Final measurement of the newest checkpoint of a run folder (stopped early or running), or
+    of an exported state (fresh chains, the result in --out)."""
+    from hpcvmc.export import is_exported
+
+    path = Path(args.run_dir)
+    if path.is_file() and is_exported(path):
+        return _measure_exported(args, path)
+    if args.out is not None:
+        raise InputError(f"--out: only for an exported state; {path} is measured in place")
+    saved = path / "input.toml"
     if not saved.is_file():
-        raise InputError(f"{run_dir}: not an hpcvmc run folder (no input.toml)")
-    overrides = [f"run.output={json.dumps(str(run_dir))}"]
+        raise InputError(f"{path}: not an hpcvmc run folder (no input.toml) nor an exported state")
+    overrides = [f"run.output={json.dumps(str(path))}", *args.set]
     if args.steps is not None:
         overrides.append(f"run.measure_steps={args.steps}")
     config = load(saved, overrides=overrides)
@@ -103,6 +110,50 @@ def cmd_measure(args: argparse.Namespace) -> int:
     from hpcvmc.progress import Progress
 
     return measure_newest(build(config, comm), Progress(0, comm.is_root).message)
+
+
+def _measure_exported(args: argparse.Namespace, path: Path) -> int:
+    """Measure an exported state with its stored input (plus --set); results in --out
+    (default runs/measure/<file stem>), which must not be a run folder."""
+    from hpcvmc import checkpoint as ckpt
+    from hpcvmc.export import read
+
+    try:
+        state = read(path)
+    except ckpt.CheckpointError as exc:
+        raise InputError(str(exc)) from None
+    out = Path(args.out) if args.out is not None else Path("runs/measure") / path.stem
+    if ckpt.checkpoint_dir(out).exists():
+        raise InputError(f"--out: {out} holds a run (checkpoints); choose another folder")
+    overrides = [*args.set, f"run.output={json.dumps(str(out))}", 'run.init_params=""']
+    if args.steps is not None:
+        overrides.append(f"run.measure_steps={args.steps}")
+    config = loads(state.input_toml, overrides=overrides, source=str(path))
+    if config.run.measure_steps == 0:
+        raise InputError(f"{path}: run.measure_steps = 0; give the number with --steps")
+    comm = _init(config)
+    from hpcvmc.build import build
+    from hpcvmc.driver import INPUT_FILE, measure_exported
+    from hpcvmc.progress import Progress
+
+    if comm.is_root:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / INPUT_FILE).write_text(config.text)
+    measure_exported(build(config, comm), path, Progress(0, comm.is_root).message)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write the input and the trained parameters of a run folder's newest checkpoint."""
+    from hpcvmc.export import export
+
+    out, state = export(args.run_dir, args.out, force=args.force,
+                        warn=lambda line: print(line, file=sys.stderr))
+    final = (f"; final {state.attrs['final_summary']}" if "final_summary" in state.attrs
+             else "; no final measurement of this step")
+    print(f"wrote {out}: step {state.step}, {state.attrs['n_params']} parameters, "
+          f"{out.stat().st_size} bytes{final}")
+    return 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -415,10 +466,21 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--restart", metavar="CKPT.h5", help="start from this checkpoint")
     q.add_argument("--every", type=_count, default=1, help="batch mode: print every N steps")
     q.set_defaults(func=cmd_run)
-    q = sub.add_parser("measure", help="final measurement of a run folder's newest checkpoint")
-    q.add_argument("run_dir")
+    q = sub.add_parser("measure", help="final measurement of a run folder's newest checkpoint "
+                       "or of an exported state")
+    q.add_argument("run_dir", metavar="RUN_DIR|STATE.h5")
     q.add_argument("--steps", type=_count, help="sampler steps (default: the run's measure_steps)")
+    q.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a key of the stored input (sampler, run, numerical keys)")
+    q.add_argument("--out", metavar="DIR", help="exported state: folder of final.json "
+                   "(default runs/measure/<file stem>)")
     q.set_defaults(func=cmd_measure)
+    q = sub.add_parser("export", help="input and trained parameters of a run folder's newest "
+                       "checkpoint, as a small HDF5 file")
+    q.add_argument("run_dir")
+    q.add_argument("out", metavar="OUT.h5")
+    q.add_argument("--force", action="store_true", help="overwrite OUT.h5 if it exists")
+    q.set_defaults(func=cmd_export)
     q = with_input("validate", "check an input file")
     q.add_argument("--ranks", type=_count, default=1, help="check for this many MPI ranks")
     q.set_defaults(func=cmd_validate)

@@ -491,8 +491,9 @@ class RunConfig:
         "output/final.json (0 = off).", minimum=0
     )
     init_params: str = option(
-        "", "Start a fresh run from the parameters of this checkpoint file or run folder (its "
-        "newest valid checkpoint; relative to the working directory): fine-tuning, e.g. after "
+        "", "Start a fresh run from the parameters of this checkpoint file, run folder (its "
+        "newest valid checkpoint) or exported state (hpcvmc export; relative to the working "
+        "directory): fine-tuning, e.g. after "
         "switching model.symmetrize; optimizer state, step count and chains start afresh; "
         "ignored once run.output has checkpoints (empty = initialize the model).",
     )

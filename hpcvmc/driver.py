@@ -24,6 +24,7 @@ import numpy as np
 import optax
 
 from hpcvmc import checkpoint as ckpt
+from hpcvmc import export
 from hpcvmc.build import Setup
 from hpcvmc.config import ExactSamplerConfig, InputError, loads
 from hpcvmc.measure import FINAL_FILE, final_measurement, read_final
@@ -230,8 +231,9 @@ def fresh_state(setup: Setup, params: Any = None) -> RunState:
 
 
 def _params_from(setup: Setup, source: Path, say: Callable[[str], None]) -> Any:
-    """The parameters of checkpoint file ``source`` or of the newest valid one in run folder
-    ``source``, shaped for this run's model.
+    """The parameters of checkpoint file ``source``, of the newest valid one in run folder
+    ``source`` or of exported state ``source`` (:mod:`hpcvmc.export`), shaped for this run's
+    model.
 
     Raises:
         InputError: naming ``run.init_params`` (missing, corrupt, or another parameter tree).
@@ -247,7 +249,9 @@ def _params_from(setup: Setup, source: Path, say: Callable[[str], None]) -> Any:
             raise
 
     try:
-        if source.is_dir():
+        if export.is_exported(source):
+            step, params = use(export.read(source), source)
+        elif source.is_dir():
             found = ckpt.newest_usable(source, use, say)
             if found is None:
                 why = f" ({reasons[0]})" if reasons else ""
@@ -477,6 +481,42 @@ def measure_newest(setup: Setup, say: Callable[[str], None]) -> int:
     if not _measure_if_missing(setup, state, say):
         say(f"{out / FINAL_FILE} already holds the measurement of step {state.step}")
     return EXIT_OK
+
+
+def measure_exported(setup: Setup, source: Path, say: Callable[[str], None]) -> dict[str, Any]:
+    """The final measurement of exported state ``source`` (collective).
+
+    Fresh chains burnt in with its parameters (seeded by ``run.seed``), then
+    ``run.measure_steps`` sampler steps with the parameters fixed (one full sum with the exact
+    sampler); the result goes to ``final.json`` (and the moire observables) in ``run.output``.
+
+    Returns:
+        The dictionary written to ``final.json``.
+
+    Raises:
+        InputError: an unreadable or corrupt file, or an input whose system/model differs from
+            the state's.
+    """
+    try:
+        state = export.read(source)
+    except ckpt.CheckpointError as exc:
+        raise InputError(str(exc)) from None
+    if state.physics_hash != setup.config.physics_hash():
+        theirs, ours = loads(state.input_toml).to_dict(), setup.config.to_dict()
+        diff = [c.split(":")[0] for c in _changed_keys(theirs, ours, ("system", "model"))]
+        raise InputError(f"{source}: the state is of another system/model ({', '.join(diff)} "
+                         "changed by --set)")
+    try:
+        params = ckpt.restore_tree(jax.eval_shape(setup.init_params), state.params, "params", source)
+    except ckpt.CheckpointError as exc:
+        raise InputError(str(exc)) from None
+    chains = _burnt_in_chains(setup, params) if len(setup.chain_ids) else None
+    n_steps = setup.config.run.measure_steps
+    say(f"measurement: {n_steps} steps with the parameters of step {state.step}")
+    result = final_measurement(setup, params, chains, state.step, n_steps)
+    say(f"final: {result['summary']} ({result['n_samples']} samples); "
+        f"in {Path(setup.config.run.output) / FINAL_FILE}")
+    return result
 
 
 def _measure_if_missing(setup: Setup, state: RunState, say: Callable[[str], None]) -> bool:

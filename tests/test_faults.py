@@ -348,7 +348,7 @@ def _rechecksum(f: h5py.File) -> None:
         if group in f:
             f[group].visititems(lambda p, o, g=group: data.__setitem__(f"{g}/{p}", o[()])
                                 if isinstance(o, h5py.Dataset) else None)
-    f["meta"].attrs["checksum"] = ckpt._checksum(data)
+    f["meta"].attrs["checksum"] = ckpt.checksum(data)
 
 
 def _first_dataset(group: h5py.Group) -> str:
