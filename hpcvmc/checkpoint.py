@@ -124,15 +124,27 @@ def _unflatten(template: Any, arrays: dict[str, np.ndarray], what: str, path: Pa
             raise CheckpointError(
                 f"{path}: /{what}/{name} has shape {value.shape}, the model needs {shape}"
             )
-        out.append(value)
+        out.append(_upcast(value, getattr(leaf, "dtype", None)))
     extra = set(arrays) - {"/".join(_key_to_str(k) for k in p) for p, _ in leaves}
     if extra:
         raise CheckpointError(f"{path}: /{what} holds entries the model lacks: {sorted(extra)[:3]}")
     return jax.tree_util.tree_unflatten(treedef, out)
 
 
+def _upcast(value: np.ndarray, dtype: Any) -> np.ndarray:
+    """A stored float leaf in the model's wider float dtype (float32 -> float64, exact).
+
+    Parameters and optimizer state are float64 whatever ``model.dtype`` (the compute dtype);
+    checkpoints of versions in which ``model.dtype = "float32"`` made them float32 hold float32
+    leaves, and the cast is lossless.
+    """
+    if (dtype is not None and np.issubdtype(value.dtype, np.floating)
+            and np.issubdtype(dtype, np.floating) and np.dtype(dtype).itemsize > value.itemsize):
+        return value.astype(dtype)
+    return value
+
+
 def checksum(datasets: dict[str, np.ndarray]) -> str:
-    """SHA-256 over datasets in sorted path order: path, dtype, shape and bytes of each."""
     digest = hashlib.sha256()
     for name in sorted(datasets):
         array = np.ascontiguousarray(datasets[name])

@@ -165,7 +165,10 @@ class RBMConfig:
 
     type: str = option("rbm", "Model type.")
     alpha: int = option(2, "Hidden-unit density: alpha * n_sites hidden units.", positive=True)
-    dtype: str = option("float64", "Parameter and compute precision.", choices=DTYPES)
+    dtype: str = option(
+        "float64", "Compute precision of the network (parameters, optimizer state, energies and "
+        "the update stay float64).", choices=DTYPES,
+    )
 
     def validate(self, cfg: Config) -> None:
         """Cross-key checks."""
@@ -191,7 +194,10 @@ class ViTConfig:
         "none", "Projection onto lattice symmetries (costs one forward pass per group element: b^2 for translations, 16 b^2 for full).",
         choices=("none", "translations", "full"),
     )
-    dtype: str = option("float64", "Parameter and compute precision.", choices=DTYPES)
+    dtype: str = option(
+        "float64", "Compute precision of the network (parameters, optimizer state, energies and "
+        "the update stay float64).", choices=DTYPES,
+    )
 
     def validate(self, cfg: Config) -> None:
         """Cross-key checks: d divisible by h, L divisible by b."""
@@ -286,8 +292,8 @@ class PsiformerConfig:
         True, "Two-body Jastrow u(d) = c d/(1 + b d) with the 2D cusps (as model.type = 'slater').",
     )
     dtype: str = option(
-        "float64", "Compute precision of the network (parameters and energies stay float64).",
-        choices=DTYPES,
+        "float64", "Compute precision of the network (parameters, optimizer state, energies and "
+        "the update stay float64).", choices=DTYPES,
     )
 
     def validate(self, cfg: Config) -> None:

@@ -27,7 +27,8 @@ class RBM(nn.Module):
 
     Attributes:
         alpha: hidden units per site.
-        dtype: "float64" or "float32" (parameters and compute).
+        dtype: compute dtype of the two Dense maps, "float64" or "float32"; the parameters are
+            float64 and the sum of log cosh over the hidden units is formed in float64.
     """
 
     alpha: int = 2
@@ -40,7 +41,7 @@ class RBM(nn.Module):
         n_hidden = self.alpha * x.shape[-1]
         init = nn.initializers.normal(0.01)
         x = x.astype(dtype)
-        a = nn.Dense(n_hidden, dtype=dtype, param_dtype=dtype, kernel_init=init, name="real")(x)
-        b = nn.Dense(n_hidden, dtype=dtype, param_dtype=dtype, kernel_init=init, name="imag")(x)
+        a, b = (nn.Dense(n_hidden, dtype=dtype, param_dtype=jnp.float64, kernel_init=init,
+                         name=name)(x).astype(jnp.float64) for name in ("real", "imag"))
         out = jnp.sum(log_cosh(a + 1j * b), axis=-1)
         return out.astype(jnp.complex128 if jax.config.jax_enable_x64 else jnp.complex64)

@@ -7,6 +7,17 @@ Input and output. A configuration is a float array ``x`` of shape ``(..., L*L)``
 +-1 (+1 = spin up, sigma^z = +1, as in NetKet), site ``s = row * L + col``. The module returns
 the complex ``log psi(x)`` of shape ``(...)`` (complex128). All parameters are real.
 
+Precision (``dtype``). The parameters are always float64 (the master copy the optimizer
+updates and the checkpoint holds). ``dtype`` is the compute dtype of the network: every layer
+casts its float64 parameters and its input to ``dtype`` and computes in it, so with
+``"float32"`` the forward pass and (by the transposed casts) the backward pass run in float32,
+while the gradients with respect to the float64 parameters come back as float64. The output
+head casts the complex pre-activations ``w`` up to float64 before ``sum_k log cosh(w_k)`` and
+the log-mean-exp over the symmetry terms: ``|log psi|`` grows with d and the sums run over d
+and |G| terms, so forming them in float64 keeps the absolute error of log psi, and hence of
+the differences ``log psi(s') - log psi(s)`` in the local energy, at the float32 rounding of
+the O(1) entries of w rather than of the total.
+
 Architecture (b = ``patch``, n = L / b, T = n^2 tokens, d = ``d_model``, h = ``n_heads``):
 
 1. Patches: token ``t = R * n + C`` holds the b*b spins of the patch in patch row R, column C,
@@ -89,6 +100,8 @@ Array = jax.Array
 ATTENTION_KINDS = ("factored", "standard")
 SYMMETRIZE_MODES = ("none", "translations", "full")
 DTYPES = ("float64", "float32")
+PARAM_DTYPE = "float64"
+"""dtype of every parameter, whatever the compute dtype."""
 HEAD_SCALE_INIT = 0.1
 """Initial scale of the two output LayerNorms (see the module docstring)."""
 POSITION_BIAS_INIT = 1.0
@@ -120,7 +133,7 @@ def validate_vit(
         attention: ``"factored"`` or ``"standard"`` (``model.attention``).
         mlp_factor: MLP width over d (``model.mlp_factor``).
         symmetrize: ``"none"``, ``"translations"`` or ``"full"`` (``model.symmetrize``).
-        dtype: ``"float64"`` or ``"float32"`` (``model.dtype``).
+        dtype: compute dtype, ``"float64"`` or ``"float32"`` (``model.dtype``).
 
     Raises:
         ValueError: naming the offending key and what would fix it.
@@ -264,15 +277,18 @@ def _merge_heads(v: Array) -> Array:
 
 
 def _dense(features: int, dtype: str, name: str | None = None) -> nn.Dense:
-    """Real Dense layer with Glorot-uniform kernel and zero bias."""
-    return nn.Dense(features, dtype=dtype, param_dtype=dtype, kernel_init=_KERNEL_INIT, name=name)
+    """Real Dense layer with Glorot-uniform kernel and zero bias: float64 parameters, computed
+    in ``dtype``."""
+    return nn.Dense(features, dtype=dtype, param_dtype=PARAM_DTYPE, kernel_init=_KERNEL_INIT,
+                    name=name)
 
 
 def _layer_norm(dtype: str, scale: float = 1.0, name: str | None = None) -> nn.LayerNorm:
-    """LayerNorm over the last axis with learnable scale (initialized to ``scale``) and bias."""
+    """LayerNorm over the last axis with learnable scale (initialized to ``scale``) and bias:
+    float64 parameters, computed in ``dtype``."""
     return nn.LayerNorm(
         dtype=dtype,
-        param_dtype=dtype,
+        param_dtype=PARAM_DTYPE,
         use_fast_variance=False,
         scale_init=nn.initializers.constant(scale),
         name=name,
@@ -293,7 +309,7 @@ class FactoredAttention(nn.Module):
     n_side: int
     """Patches per side n = L / b."""
     dtype: str = "float64"
-    """Parameter and compute dtype."""
+    """Compute dtype (parameters are float64)."""
 
     @nn.compact
     def __call__(self, y: Array) -> Array:
@@ -302,9 +318,9 @@ class FactoredAttention(nn.Module):
             "alpha",
             nn.initializers.normal(1.0 / self.n_side),
             (self.n_heads, self.n_side, self.n_side),
-            self.dtype,
+            PARAM_DTYPE,
         )
-        alpha = relative_matrix(a)
+        alpha = relative_matrix(a.astype(self.dtype))
         batched = jnp.broadcast_to(alpha, (y.shape[0],) + alpha.shape)
         self.sow("intermediates", "attention_weights", batched)
         values = _split_heads(_dense(self.d_model, self.dtype, "value")(y), self.n_heads)
@@ -327,7 +343,7 @@ class StandardAttention(nn.Module):
     n_side: int
     """Patches per side n = L / b."""
     dtype: str = "float64"
-    """Parameter and compute dtype."""
+    """Compute dtype (parameters are float64)."""
 
     @nn.compact
     def __call__(self, y: Array) -> Array:
@@ -340,10 +356,10 @@ class StandardAttention(nn.Module):
             "pos_bias",
             nn.initializers.normal(POSITION_BIAS_INIT),
             (self.n_heads, self.n_side, self.n_side),
-            self.dtype,
+            PARAM_DTYPE,
         )
         logits = jnp.einsum("bikc,bjkc->bkij", q, k) / math.sqrt(self.d_model // self.n_heads)
-        alpha = jax.nn.softmax(logits + relative_matrix(bias), axis=-1)
+        alpha = jax.nn.softmax(logits + relative_matrix(bias.astype(self.dtype)), axis=-1)
         self.sow("intermediates", "attention_weights", alpha)
         mixed = jnp.einsum("bkij,bjkc->bikc", alpha, v)
         return _dense(self.d_model, self.dtype, "out")(_merge_heads(mixed))
@@ -372,7 +388,7 @@ class EncoderBlock(nn.Module):
     mlp_factor: int = 4
     """MLP hidden width over d."""
     dtype: str = "float64"
-    """Parameter and compute dtype."""
+    """Compute dtype (parameters are float64)."""
 
     @nn.compact
     def __call__(self, y: Array) -> Array:
@@ -397,11 +413,12 @@ class OutputHead(nn.Module):
     d_model: int
     """Embedding dimension d (also the number of log cosh terms)."""
     dtype: str = "float64"
-    """Parameter and compute dtype."""
+    """Compute dtype (parameters are float64)."""
 
     @nn.compact
     def __call__(self, y: Array) -> Array:
-        """Args: y: tokens (batch, T, d). Returns: complex log psi (batch,)."""
+        """Args: y: tokens (batch, T, d). Returns: complex128 log psi (batch,) (w and the sum
+        over k in float64)."""
         z = _layer_norm(self.dtype, name="norm_pool")(jnp.sum(y, axis=1))
         re, im = (
             _layer_norm(self.dtype, HEAD_SCALE_INIT, f"norm_{part}")(
@@ -409,7 +426,8 @@ class OutputHead(nn.Module):
             )
             for part in ("re", "im")
         )
-        return jnp.sum(log_cosh(jax.lax.complex(re, im)), axis=-1)
+        w = jax.lax.complex(re.astype(jnp.float64), im.astype(jnp.float64))
+        return jnp.sum(log_cosh(w), axis=-1)
 
 
 class ViT(nn.Module):
@@ -438,7 +456,8 @@ class ViT(nn.Module):
     symmetrize: str = "none"
     """``"none"``, ``"translations"`` (inside a patch) or ``"full"`` (x C4v x spin flip)."""
     dtype: str = "float64"
-    """Parameter and compute dtype, ``"float64"`` or ``"float32"``; the output is complex128."""
+    """Compute dtype, ``"float64"`` or ``"float32"`` (parameters are float64); the output is
+    complex128."""
 
     @property
     def n_terms(self) -> int:

@@ -1,0 +1,21 @@
+"""bench/gpu_check.sh --platform cpu: the GPU readiness script's dry run on the CPU passes and
+prints a step table with both dtypes of the three timed jobs."""
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.skipif(not (REPO / ".venv" / "bin" / "python").exists(), reason="needs the .ci/install venv")
+def test_gpu_check_dry_run_on_cpu() -> None:
+    result = subprocess.run(["bash", str(REPO / "bench" / "gpu_check.sh"), "--platform", "cpu"],
+                            cwd=REPO, capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    rows = [line.split("|") for line in result.stdout.splitlines() if line.startswith("| ")]
+    timed = [(r[1].strip(), r[2].strip()) for r in rows if r[1].strip().endswith(".toml")]
+    jobs = ("vit_6x6_factored.toml", "vit_10x10_published.toml", "psiformer_27sites_eps10.toml")
+    assert sorted(timed) == sorted((j, d) for j in jobs for d in ("float64", "float32"))
+    assert "gpu_check: passed on cpu" in result.stdout

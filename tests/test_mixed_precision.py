@@ -1,0 +1,182 @@
+"""Mixed precision: float32 network compute, float64 parameters, energies and update.
+
+Checks: (1) the float64 path equals, bit for bit, the numbers recorded on main before the
+compute dtype was split from the parameter dtype (local energies on fixed random configurations
+and one full optimizer step); (2) float32 local energies agree with float64 to 1e-5 relative on
+random configurations for the 6 x 6 ViT of the jobs (both attention kinds) and the 9-site
+Psiformer; (3) with ``model.dtype = "float32"`` a run keeps parameters, optimizer state and the
+Jacobian in float64 and checkpoints them so; (4) an old checkpoint with float32 leaves resumes.
+"""
+
+import hashlib
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.flatten_util import ravel_pytree
+
+from hpcvmc import checkpoint as ckpt
+from hpcvmc.build import build
+from hpcvmc.config import load, loads
+from hpcvmc.driver import fresh_state, make_step, run
+from hpcvmc.optim.jacobian import jacobian
+from hpcvmc.parallel import SERIAL
+
+SMALL_CHAINS = ["sampler.n_chains=4", "sampler.n_samples=16", "sampler.burn_in=2"]
+SMALL_VIT = ["model.d_model=8", "model.n_layers=1"]
+CASES = {
+    "quickstart": ("jobs/quickstart.toml", SMALL_CHAINS),
+    "vit6_factored": ("jobs/vit_6x6_factored.toml", SMALL_CHAINS + SMALL_VIT),
+    "vit6_standard": ("jobs/vit_6x6_standard.toml", SMALL_CHAINS + SMALL_VIT),
+}
+# Recorded on main at 921c8d1 (before this split) with the same inputs, configurations and seed,
+# on this project's x86-64 CPU with XLA's CPU backend (another CPU's vector width may move the
+# last bits): the first four local energies, the step's energy and the SHA-256 of the updated
+# parameter vector.
+REFERENCE = {
+    "quickstart": (
+        [-2.0006179343485817 + 0.04615167738990867j, -7.9883669226794 + 0.18653224880611538j,
+         -1.9850009022143817 - 0.2029414566737736j, -3.9970736893111924 - 0.06219435771183066j],
+        -5.869426924774772 + 0.026551183879508344j,
+        "a80d927b31d25c92eb7c7958b6501195dad23fbd7363185c32002e15b609a4e7",
+    ),
+    "vit6_factored": (
+        [-6.999134376277987 + 0.04131343274104421j, -8.999623244230168 + 0.03783042040074215j,
+         -6.999783363441035 + 0.010518020007909197j, -6.999103934821624 + 0.07013064313965117j],
+        -9.499337939490925 + 0.0037890894483240904j,
+        "84afe94a484b4b8d1a09d910a17fa0906505790e775bbf41b564165e42e6073c",
+    ),
+    "vit6_standard": (
+        [-6.9983066673108185 - 0.006208750699693072j, -8.999126278140261 + 0.0419738711108424j,
+         -6.9994854117011 + 0.06396755639464095j, -7.000291102216165 - 0.050863041201649556j],
+        -9.499347171085605 - 0.00997385207040442j,
+        "48f4ada5def7587f80d534774868dc678c7a5fb01deafb478a387f2441c9e56d",
+    ),
+}
+
+
+def _setup(job: str, overrides: list[str], tmp: Path | str = "/tmp/hpcvmc-test-mixed"):
+    return build(load(job, overrides=[f"run.output={tmp}", *overrides]), SERIAL)
+
+
+def _sz0_configs(n_sites: int, n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.array([rng.permutation(np.repeat([1.0, -1.0], n_sites // 2)) for _ in range(n)])
+
+
+def _perturbed(params, scale: float, seed: int):
+    """Parameters with N(0, scale^2) added to every entry: a wave function far from uniform."""
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
+    return jax.tree_util.tree_unflatten(
+        treedef, [p + scale * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_float64_path_is_unchanged_bit_for_bit(case: str) -> None:
+    setup = _setup(*CASES[case])
+    eloc_ref, energy_ref, params_sha = REFERENCE[case]
+    params = setup.init_params()
+    x = jnp.asarray(_sz0_configs(setup.system.n_sites, 8, seed=0))
+    eloc = setup.system.local_energy(setup.logpsi, params, x)
+    assert [complex(e) for e in eloc[:4]] == eloc_ref
+    if case != "quickstart":
+        return  # one compiled optimizer step (the slow part) is enough for the update path
+    state = fresh_state(setup)
+    out = make_step(setup)(state.params, state.opt_state, state.chains, jnp.asarray(0))
+    assert complex(out.stats.mean) == energy_ref
+    flat = np.asarray(ravel_pytree(out.params)[0])
+    assert flat.dtype == np.float64
+    assert hashlib.sha256(flat.tobytes()).hexdigest() == params_sha
+
+
+@pytest.mark.parametrize("job", ["jobs/vit_6x6_factored.toml", "jobs/vit_6x6_standard.toml"])
+def test_float32_local_energies_match_float64_on_the_6x6_vit(job: str) -> None:
+    setup64 = _setup(job, [])
+    setup32 = _setup(job, ["model.dtype=float32"])
+    params = _perturbed(setup64.init_params(), 1.0, seed=3)
+    x = jnp.asarray(_sz0_configs(36, 16, seed=4))
+    log64 = setup64.logpsi(params, x)
+    # a wave function far from the uniform state: log psi and E_L vary over the configurations
+    assert np.ptp(np.asarray(log64.real)) > 0.3
+    e64 = np.asarray(jax.jit(lambda p, y: setup64.system.local_energy(setup64.logpsi, p, y))(params, x))
+    e32 = np.asarray(jax.jit(lambda p, y: setup32.system.local_energy(setup32.logpsi, p, y))(params, x))
+    assert e32.dtype == np.complex128
+    assert np.ptp(e64.real) > 5.0
+    relative = np.abs(e32 - e64) / np.abs(e64)
+    assert relative.max() < 1e-5, relative.max()
+    assert relative.max() > 0  # the float32 path did run in float32
+
+
+def test_float32_local_energies_match_float64_on_the_9site_psiformer() -> None:
+    small = ["model.n_layers=1", "model.width=16", "sampler.n_chains=4", "sampler.n_samples=8",
+             "sampler.burn_in=10"]
+    setup64 = _setup("jobs/psiformer_9sites_eps10.toml", small)
+    setup32 = _setup("jobs/psiformer_9sites_eps10.toml", small + ["model.dtype=float32"])
+    params = setup64.init_params()
+    state = fresh_state(setup64)
+    x = state.chains.x.reshape((-1,) + tuple(setup64.system.config_shape))[:6]
+    e64, e32 = (np.asarray(jax.jit(lambda p, y, s=s: s.system.local_energy(s.logpsi, p, y))(params, x))
+                for s in (setup64, setup32))
+    relative = np.abs(e32 - e64) / np.abs(e64)
+    assert relative.max() < 1e-5, relative.max()
+    assert relative.max() > 0
+
+
+TINY_FLOAT32 = """
+[system]
+type = "j1j2"
+L = 4
+J2 = 0.5
+[model]
+type = "vit"
+patch = 1
+d_model = 4
+n_heads = 1
+n_layers = 1
+dtype = "float32"
+[sampler]
+type = "exchange"
+n_chains = 4
+n_samples = 16
+burn_in = 2
+[optimizer]
+type = "minsr"
+learning_rate = 0.05
+diag_shift = 1e-3
+momentum = 0.9
+[run]
+steps = 2
+seed = 3
+output = "{output}"
+checkpoint_every = 1
+measure_steps = 0
+"""
+
+
+def test_float32_compute_keeps_params_opt_state_and_jacobian_float64(tmp_path: Path) -> None:
+    setup = build(loads(TINY_FLOAT32.format(output=tmp_path / "run")), SERIAL)
+    params = setup.init_params()
+    assert {leaf.dtype for leaf in jax.tree_util.tree_leaves(params)} == {jnp.dtype("float64")}
+    x = jnp.asarray(_sz0_configs(16, 4, seed=1))
+    assert jacobian(setup.logpsi, params, x, 2).dtype == jnp.complex128
+    assert setup.logpsi(params, x).dtype == jnp.complex128
+    assert run(setup) == 0
+    snap = ckpt.newest_valid(tmp_path / "run")
+    assert snap.step == 2
+    for tree in (snap.params, snap.opt_state):
+        floats = {a.dtype for a in tree.values() if np.issubdtype(a.dtype, np.floating)}
+        assert floats == {np.dtype("float64")}
+
+
+def test_checkpoint_with_float32_leaves_restores_as_float64(tmp_path: Path) -> None:
+    setup = build(loads(TINY_FLOAT32.format(output=tmp_path / "run")), SERIAL)
+    template = jax.eval_shape(setup.init_params)
+    params = setup.init_params()
+    stored = {k: v.astype(np.float32) for k, v in ckpt._flatten(params).items()}
+    restored = ckpt.restore_tree(template, stored, "params", tmp_path / "old.h5")
+    for new, old in zip(jax.tree_util.tree_leaves(restored), jax.tree_util.tree_leaves(params)):
+        assert new.dtype == np.float64
+        np.testing.assert_array_equal(new, np.asarray(old, np.float32).astype(np.float64))
