@@ -102,7 +102,7 @@ LAPLACIAN_METHODS = ("forward", "loop", "hessian")
 class MoireConfig:
     """2D electrons in a triangular moire potential with Coulomb repulsion on a supercell torus.
 
-    Lengths in a_M, energies in E0 = hbar^2 / (m* a_M^2) (see PHYSICS.md section 3).
+    Lengths in a_M, energies in E0 = hbar^2 / (m* a_M^2) (see docs/physics.md section 4).
     """
 
     type: str = option("moire", "System type.")

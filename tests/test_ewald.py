@@ -31,7 +31,7 @@ TRIANGULAR = np.stack([A1, A2])
 
 
 def moire_supercell(m: list[list[int]]) -> np.ndarray:
-    """Supercell rows L_1 = M00 a_1 + M10 a_2, L_2 = M01 a_1 + M11 a_2 (PHYSICS.md section 3)."""
+    """Supercell rows L_1 = M00 a_1 + M10 a_2, L_2 = M01 a_1 + M11 a_2 (docs/physics.md section 4)."""
     return np.stack([m[0][0] * A1 + m[1][0] * A2, m[0][1] * A1 + m[1][1] * A2])
 
 
@@ -164,7 +164,7 @@ def test_wigner_crystal_madelung_energies() -> None:
 
 
 def test_moire_lattice_energies() -> None:
-    """Energies per electron (1/a_M) at nu = 1, 1/3, 2/3 and the supercells' xi (PHYSICS.md)."""
+    """Energies per electron (1/a_M) at nu = 1, 1/3, 2/3 and the supercells' xi (docs/physics.md)."""
     np.testing.assert_allclose(Ewald2D(TRIANGULAR).madelung / 2, -2.1067113, atol=1e-6)
     np.testing.assert_allclose(Ewald2D(CELL_3).madelung / 2, -1.2163103, atol=1e-6)
     honeycomb = np.stack([np.zeros(2), A1])  # two of the three sqrt3 x sqrt3 sublattices

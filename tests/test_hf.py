@@ -27,7 +27,7 @@ def test_madelung_constant_physics_md(sites, xi):
 
 
 def test_wigner_crystal_madelung_energies():
-    """Bonsall-Maradudin triangular lattice and the moire honeycomb crystal (PHYSICS.md)."""
+    """Bonsall-Maradudin triangular lattice and the moire honeycomb crystal (docs/physics.md)."""
     triangular = ml.MOIRE_VECTORS  # one electron per moire cell
     a_ws = (np.sqrt(3) / 2 / np.pi) ** 0.5
     assert hf.madelung_constant(triangular) / 2 * a_ws == pytest.approx(-1.1061026, abs=5e-8)

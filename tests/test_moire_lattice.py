@@ -9,7 +9,7 @@ from hpcvmc.systems import moire_lattice as ml
 
 
 def system(**overrides):
-    """A stand-in for the lead's `system` config section (PHYSICS.md defaults)."""
+    """A stand-in for the lead's `system` config section (docs/physics.md defaults)."""
     values = dict(
         m_star=0.35, a_M=8.031, V=15.0, phi=45.0, epsilon=10.0, V_E0=None, U=None, sites=27,
         supercell=None, n_electrons=18, spin_polarized=True,

@@ -1,7 +1,7 @@
 r"""Psiformer on the supercell torus: self-attention orbitals, a sum of determinants, Jastrow.
 
 von Glehn, Spencer, Pfau, ICLR 2023; the periodic version of Geier, Nazaryan, Zaklama, Fu,
-PRB 112, 045119 (2025) (PHYSICS.md section 3). Lengths in a_M.
+PRB 112, 045119 (2025) (docs/physics.md section 4). Lengths in a_M.
 
 Features. Electron i at r_i (Cartesian, a_M) has fractional coordinates s_i = r_i L^{-1}
 (rows of L: the supercell vectors L_1, L_2) and the input

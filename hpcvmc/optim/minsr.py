@@ -6,7 +6,7 @@ For real parameters and a complex log psi the real and imaginary parts are stack
 
     O~ = [Re O; Im O],    eps~ = [Re eps; Im eps],
 
-so that ``O~^T O~ = Re(O^H O)`` and ``O~^T eps~ = Re(O^H eps)`` (PHYSICS.md section 2). The
+so that ``O~^T O~ = Re(O^H O)`` and ``O~^T eps~ = Re(O^H eps)`` (docs/physics.md section 3). The
 update, replicated and identical on every rank, is
 
     minSR:  delta = O~^T (O~ O~^T + lambda I)^(-1) eps~          (kernel space, N x N)
@@ -15,13 +15,13 @@ update, replicated and identical on every rank, is
 which are equal by the push-through identity. minSR is the cheap one when P exceeds the number
 N of stacked rows (2 N_s for complex O), SR when P < N.
 
-Distribution of minSR (DESIGN.md, "Distributed minSR"). The kernel T = O~ O~^T is built without
+Distribution of minSR (docs/design.md, "Distributed minSR"). The kernel T = O~ O~^T is built without
 any rank holding more than its own rows plus one column chunk of all rows: the columns of O are
 cut into chunks of ``R * column_chunk``; inside a chunk, column block d goes to rank d through an
 ``alltoall``, after which rank r holds all N_s rows of its ``column_chunk`` columns and adds their
 Gram matrix to its partial kernel. Over all chunks rank r has seen every row of a P/R column block
 (block-cyclic rather than contiguous, which changes nothing), and ``T = sum_r T_r`` is one
-allreduce. Every rank then solves the same N x N system. The last step differs from DESIGN.md on
+allreduce. Every rank then solves the same N x N system. The last step differs from docs/design.md
 purpose: instead of keeping the column block to form its slice ``O_block^T x`` and allgathering
 the slices, rank r forms ``O~_r^T x_r`` from the rows it already holds and an allreduce sums the
 P-vectors. The result is the same (``O~^T x = sum_r O~_r^T x_r``), the communication is one

@@ -74,7 +74,7 @@ def madelung_constant(cell: np.ndarray, alpha: float | None = None, tol: float =
     xi = sum_{L != 0} erfc(alpha|L|)/|L| + (2 pi/A) sum_{G != 0} erfc(|G|/(2 alpha))/|G|
          - 2 sqrt(pi)/(alpha A) - 2 alpha/sqrt(pi),
 
-    independent of alpha (PHYSICS.md section 3).
+    independent of alpha (docs/physics.md section 4).
 
     Args:
         cell: supercell vectors, shape (2, 2), rows L_1, L_2, in a_M.

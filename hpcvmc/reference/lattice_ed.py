@@ -19,7 +19,7 @@ from hpcvmc.systems.lattice import square_bonds
 MAX_ED_SITES = 20
 
 # Published 6 x 6 ground-state energies (totals, S = sigma/2): Schulz, Ziman, Poilblanc,
-# J. Phys. I 6, 675 (1996); see PHYSICS.md section 1.
+# J. Phys. I 6, 675 (1996); see docs/physics.md section 1.
 KNOWN_6X6 = {0.0: -24.439397, 0.5: -18.13716}
 
 

@@ -1,4 +1,4 @@
-"""2D electrons in a triangular moire potential on a supercell torus (PHYSICS.md section 3).
+"""2D electrons in a triangular moire potential on a supercell torus (docs/physics.md section 4).
 
 H = -1/2 sum_i nabla_i^2 - 2 V sum_i sum_{n=1..3} cos(g_n . r_i + phi) + U E_ewald({r})
 

@@ -1,4 +1,4 @@
-"""Geometry and units of 2D electrons in a triangular moire potential (PHYSICS.md section 3).
+"""Geometry and units of 2D electrons in a triangular moire potential (docs/physics.md section 4).
 
 Shared by the VMC system and the independent references (`hpcvmc.reference`). Pure numpy.
 

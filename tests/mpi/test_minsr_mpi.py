@@ -54,7 +54,7 @@ def own_rows(array: np.ndarray, counts: list[int], comm: Comm) -> jax.Array:
 
 
 def stacked(array: np.ndarray) -> np.ndarray:
-    """[Re A; Im A] for complex A, A itself for real A (PHYSICS.md section 2)."""
+    """[Re A; Im A] for complex A, A itself for real A (docs/physics.md section 3)."""
     return np.concatenate([array.real, array.imag]) if np.iscomplexobj(array) else array
 
 
