@@ -332,19 +332,29 @@ def cmd_attention(args: argparse.Namespace) -> int:
 
 
 def cmd_reference(args: argparse.Namespace) -> int:
-    """Hartree-Fock or band-projected ED of the input's moire system; prints and stores JSON."""
-    from hpcvmc.config import MoireConfig
+    """Hartree-Fock or band-projected ED of the input's moire system; prints and stores JSON.
+
+    The input needs only [system]; the default output is ``<run.output>_<kind>.json``, with
+    run.output's default when the file has no [run]."""
+    from hpcvmc.config import MoireConfig, RunConfig
 
     if args.kind not in ("hf", "bped"):
         raise InputError(f"hpcvmc reference: unknown kind {args.kind!r} (hf or bped)")
-    config = _load(args)
-    if not isinstance(config.system, MoireConfig):
-        raise InputError(f"system.type = {config.system.type!r}: hpcvmc reference is for "
+    system = load_system(args.input, overrides=args.set)
+    if not isinstance(system, MoireConfig):
+        raise InputError(f"system.type = {system.type!r}: hpcvmc reference is for "
                          "moire electrons (use hpcvmc exact for lattices)")
     from hpcvmc.systems.moire_lattice import MoireParameters
 
-    params = MoireParameters.from_config(config.system)
-    out = Path(args.out) if args.out else Path(f"{config.run.output}_{args.kind}.json")
+    params = MoireParameters.from_config(system)
+    if args.out:
+        out = Path(args.out)
+    else:
+        try:  # a whole input was validated by load_system already; a partial one has no [run]
+            run_output = _load(args).run.output
+        except InputError:
+            run_output = RunConfig().output
+        out = Path(f"{run_output}_{args.kind}.json")
     refuse_existing(out, args.force)
     if args.kind == "hf":
         from hpcvmc.reference.hf_search import run_hf

@@ -257,6 +257,22 @@ def test_reference_bped_command(tmp_path, capsys):
     assert main(["reference", "bped", str(REPO / "jobs" / "quickstart.toml")]) == 2
 
 
+def test_reference_needs_only_the_system(tmp_path):
+    """A moire input with only [system] gives the same BP-ED as the whole job input."""
+    import tomllib
+
+    job = REPO / "jobs" / "moire_9sites_eps10.toml"
+    system = tomllib.loads(job.read_text())["system"]
+    lines = ["[system]"] + [f"{k} = {json.dumps(v)}" for k, v in system.items()]
+    system_only = tmp_path / "system.toml"
+    system_only.write_text("\n".join(lines) + "\n")
+    outs = [tmp_path / "whole.json", tmp_path / "system.json"]
+    for path, out in zip((job, system_only), outs):
+        assert main(["reference", "bped", str(path), "--out", str(out)]) == 0
+    whole, partial = (json.loads(out.read_text()) for out in outs)
+    assert partial["energy_E0"] == whole["energy_E0"]
+
+
 def test_plot_of_a_hartree_fock_density(tmp_path):
     """`hpcvmc plot HF.json` draws the density stored by `hpcvmc reference hf`."""
     result = {"density": {"rho": np.random.default_rng(0).random((6, 6)).tolist(),

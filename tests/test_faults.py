@@ -450,7 +450,8 @@ def test_named_outputs_need_force(finished_run, tmp_path, monkeypatch, capsys):
     import hpcvmc.analysis.sampling
     import hpcvmc.analysis.transition
     import hpcvmc.plotting
-    import hpcvmc.reference.hf
+    import hpcvmc.reference.bped
+    import hpcvmc.reference.hf_search
 
     def no_work(*args, **kwargs):
         raise AssertionError("work started before the output check")
@@ -458,7 +459,8 @@ def test_named_outputs_need_force(finished_run, tmp_path, monkeypatch, capsys):
     for module, name in ((hpcvmc.plotting, "plot_energy"),
                          (hpcvmc.analysis.sampling, "sample_from_checkpoint"),
                          (hpcvmc.analysis.transition, "transition_table"),
-                         (hpcvmc.reference.hf, "run_hf")):
+                         (hpcvmc.reference.hf_search, "run_hf"),
+                         (hpcvmc.reference.bped, "run_bped")):
         monkeypatch.setattr(module, name, no_work)
     source, _ = finished_run
     existing = tmp_path / "mine.png"
@@ -468,6 +470,8 @@ def test_named_outputs_need_force(finished_run, tmp_path, monkeypatch, capsys):
         ["attention", str(source / "run"), "--png", str(existing)],
         ["transition", str(source / "run"), "--png", str(existing)],
         ["reference", "hf", str(REPO / "jobs" / "moire_9sites_eps10.toml"), "--out",
+         str(existing)],
+        ["reference", "bped", str(REPO / "jobs" / "moire_9sites_eps10.toml"), "--out",
          str(existing)],
     ]
     for args in cases:
