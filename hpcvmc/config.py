@@ -745,14 +745,22 @@ def load(path: str | Path, overrides: list[str] | None = None) -> Config:
     Raises:
         InputError: a missing or unreadable file, bad TOML, or a bad key or value.
     """
+    return loads(_read_input(path), overrides, source=str(path))
+
+
+def _read_input(path: str | Path) -> str:
+    """The text of an input file.
+
+    Raises:
+        InputError: the file is missing or unreadable.
+    """
     path = Path(path)
     try:
-        text = path.read_text()
+        return path.read_text()
     except FileNotFoundError:
         raise InputError(f"{path}: no such input file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: cannot read input file ({exc})") from None
-    return loads(text, overrides, source=str(path))
 
 
 def load_system(path: str | Path, overrides: list[str] | None = None) -> Any:
@@ -764,13 +772,7 @@ def load_system(path: str | Path, overrides: list[str] | None = None) -> Any:
     """
     path = Path(path)
     try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such input file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read input file ({exc})") from None
-    try:
-        tables = tomllib.loads(text)
+        tables = tomllib.loads(_read_input(path))
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"{path}: not valid TOML: {exc}") from None
     for section, keys in parse_overrides(overrides or []).items():
