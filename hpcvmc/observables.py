@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hpcvmc.measure import sample_fixed
+from hpcvmc.fixed_sampling import sample_fixed
 from hpcvmc.outputs import cannot_write, remove_quietly, temporary_name, writing
 from hpcvmc.parallel import Comm
 from hpcvmc.systems.moire_lattice import G_NORM, moire_sites, sqrt3_sublattice, supercell_reciprocal
