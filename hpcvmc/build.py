@@ -18,7 +18,9 @@ import numpy as np
 from hpcvmc import config as C
 from hpcvmc.optim.natural_gradient import NaturalGradient
 from hpcvmc.parallel import Comm
-from hpcvmc.sampling import PURPOSE_PARAMS, ExactSampler, ExchangeSampler
+from hpcvmc.continuum_sampling import gaussian_from_config
+from hpcvmc.protocols import PURPOSE_PARAMS
+from hpcvmc.sampling import exact_from_config, exchange_from_config
 from hpcvmc.systems import lattice
 
 
@@ -58,6 +60,9 @@ SYSTEM_BUILDERS: dict[str, Callable[[Any], Any]] = {"j1j2": lattice.from_config,
 MODEL_BUILDERS: dict[str, Callable[[Any, Any], nn.Module]] = {
     "rbm": _rbm, "vit": _vit, "slater": _slater, "psiformer": _psiformer,
 }
+SAMPLER_BUILDERS: dict[str, Callable[[Any, Any, int, Comm], Any]] = {
+    "exchange": exchange_from_config, "exact": exact_from_config, "gaussian": gaussian_from_config,
+}
 
 
 def _schedule(initial: float, final: float | None, decay: str, steps: int) -> Callable | float:
@@ -93,7 +98,7 @@ class Setup:
         comm: the communicator.
         system: the physical system (local energy, configuration shape).
         model: the flax module.
-        sampler: ExchangeSampler, ExactSampler or GaussianSampler.
+        sampler: a Metropolis sampler (exchange, flip or Gaussian moves) or the ExactSampler.
         optimizer: the natural-gradient optimizer.
         chain_ids: global indices of this rank's chains (empty for the exact sampler).
     """
@@ -117,19 +122,6 @@ class Setup:
         return self.model.init(key, dummy)["params"]
 
 
-def _chain_sampler(scfg: Any, system: Any, seed: int) -> Any:
-    """The Markov-chain sampler of a ``[sampler]`` section (exchange or gaussian)."""
-    if isinstance(scfg, C.GaussianSamplerConfig):
-        from hpcvmc import continuum_sampling
-
-        return continuum_sampling.from_config(scfg, system, seed)
-    return ExchangeSampler(
-        n_sites=system.n_sites, pairs=system.exchange_pairs(),
-        samples_per_chain=scfg.samples_per_chain, sweeps=scfg.sweeps,
-        burn_in=scfg.burn_in, discard=scfg.discard, seed=seed,
-    )
-
-
 def build(config: C.Config, comm: Comm) -> Setup:
     """Build system, model, sampler and optimizer from a validated Config."""
     C.check_ranks(config, comm.size)
@@ -141,14 +133,8 @@ def build(config: C.Config, comm: Comm) -> Setup:
     terms = getattr(model, "n_terms", 1)
     if terms > 1:  # a symmetrized model runs its network |G| times per configuration
         system = dataclasses.replace(system, chunk_size=max(1, system.chunk_size // terms))
-    scfg = config.sampler
-    if isinstance(scfg, C.ExactSamplerConfig):
-        sampler: Any = (ExactSampler.for_orbits(system.L, comm) if scfg.orbits
-                        else ExactSampler.for_sites(system.n_sites, comm))
-        chain_ids = np.zeros(0, dtype=np.int64)
-    else:
-        sampler = _chain_sampler(scfg, system, config.run.seed)
-        per_rank = scfg.n_chains // comm.size
-        chain_ids = np.arange(comm.rank * per_rank, (comm.rank + 1) * per_rank)
+    sampler = SAMPLER_BUILDERS[config.sampler.type](config.sampler, system, config.run.seed, comm)
+    per_rank = sampler.n_chains // comm.size
+    chain_ids = np.arange(comm.rank * per_rank, (comm.rank + 1) * per_rank)
     optimizer = build_optimizer(config.optimizer, config.run.steps)
     return Setup(config, comm, system, model, sampler, optimizer, chain_ids)

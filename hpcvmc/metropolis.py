@@ -30,18 +30,13 @@ checkpoint can be resumed on another rank count.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, NamedTuple, Protocol
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
 
 from hpcvmc.parallel import Comm
-
-LogPsi = Callable[[Any, jax.Array], jax.Array]
-"""log psi(params, x): x of shape (batch, *config_shape) -> complex log psi of shape (batch,)."""
-
-# `purpose` tags folded into the seed so that the streams never overlap.
-PURPOSE_INIT, PURPOSE_BURN_IN, PURPOSE_STEP, PURPOSE_PARAMS, PURPOSE_MEASURE = 1, 2, 3, 4, 5
+from hpcvmc.protocols import PURPOSE_BURN_IN, PURPOSE_INIT, PURPOSE_STEP, Batch, LogPsi
 
 
 def chain_keys(seed: int, purpose: int, chain_ids: jax.Array, step: int | jax.Array) -> jax.Array:
@@ -65,19 +60,6 @@ class ChainState(NamedTuple):
     logpsi: jax.Array
     accepted: jax.Array
     proposed: jax.Array
-
-
-class Batch(NamedTuple):
-    """What a sampler hands to the estimators.
-
-    Attributes:
-        x: samples, shape (n_chains_local, samples_per_chain, *config_shape).
-        weights: None for Monte Carlo samples (equal weights 1/N_s), else the exact
-            normalized probabilities |psi|^2 / sum |psi|^2, shape (n_chains_local, samples).
-    """
-
-    x: jax.Array
-    weights: jax.Array | None
 
 
 class MoveRule(Protocol):

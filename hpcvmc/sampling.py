@@ -18,8 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from hpcvmc.config import ExchangeSamplerConfig, InputError, option
-from hpcvmc.metropolis import PURPOSE_STEP, Batch, ChainState, LogPsi, Metropolis
+from hpcvmc.metropolis import ChainState, Metropolis
 from hpcvmc.parallel import Comm
+from hpcvmc.protocols import PURPOSE_STEP, Batch, LogPsi
 from hpcvmc.systems.lattice import symmetry_orbits
 
 
