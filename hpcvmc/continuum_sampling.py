@@ -25,8 +25,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hpcvmc.config import InputError, option
 from hpcvmc.metropolis import Metropolis
 from hpcvmc.parallel import Comm
+from hpcvmc.registry import Component, register
 
 ADAPT_SWEEPS = 10
 """Sweeps per burn-in block between two width adaptations."""
@@ -131,9 +133,61 @@ class GaussianMoves:
         return after._replace(width=jnp.clip(width, MIN_WIDTH, limit))
 
 
-def gaussian_from_config(cfg: Any, system: Any, seed: int, comm: Comm) -> Metropolis:
+@dataclass(frozen=True, kw_only=True)
+class GaussianSamplerConfig:
+    """Metropolis with Gaussian moves of electron positions on the supercell torus (moire)."""
+
+    type: str = option("gaussian", "Sampler type.")
+    n_chains: int = option(64, "Markov chains in total (divided evenly over ranks).", positive=True)
+    n_samples: int = option(
+        1024, "Samples per step in total, over all chains (a multiple of n_chains).",
+        positive=True,
+    )
+    sweeps: int = option(
+        10, "Sweeps between two recorded samples (thinning); a sweep is one all-electron move "
+        "or N one-electron moves.", positive=True,
+    )
+    burn_in: int = option(
+        200, "Sweeps discarded before the first step (blocks of 10 with width adaptation).",
+        minimum=0,
+    )
+    discard: int = option(0, "Sweeps discarded at the start of every step.", minimum=0)
+    move: str = option(
+        "all", "Move all electrons at once, or one electron at a time.", choices=("all", "one")
+    )
+    width: float = option(0.2, "Initial move width (Gaussian standard deviation) in a_M.",
+                          positive=True)
+    target_acceptance: float = option(
+        0.5, "Acceptance the per-chain widths adapt to (in burn-in and after every step).",
+        positive=True,
+    )
+
+    requires: ClassVar[frozenset[str]] = frozenset({"continuum"})
+
+    def validate(self, cfg: Any) -> None:
+        """Cross-key checks."""
+        if self.n_samples % self.n_chains:
+            raise InputError(
+                f"sampler.n_samples = {self.n_samples} is not a multiple of "
+                f"sampler.n_chains = {self.n_chains}"
+            )
+        if self.target_acceptance >= 1.0:
+            raise InputError(
+                f"sampler.target_acceptance = {self.target_acceptance} must be < 1"
+            )
+
+    @property
+    def samples_per_chain(self) -> int:
+        """Samples each chain records per step."""
+        return self.n_samples // self.n_chains
+
+
+def gaussian_from_config(cfg: GaussianSamplerConfig, system: Any, seed: int, comm: Comm) -> Metropolis:
     """``[sampler] type = "gaussian"`` on the system's supercell and electrons."""
     rule = GaussianMoves(cell=np.asarray(system.cell), n_electrons=system.n_electrons,
                          move=cfg.move, width=cfg.width, target_acceptance=cfg.target_acceptance)
     return Metropolis(rule=rule, n_chains=cfg.n_chains, samples_per_chain=cfg.samples_per_chain,
                       sweeps=cfg.sweeps, burn_in=cfg.burn_in, discard=cfg.discard, seed=seed)
+
+
+register(Component("sampler", "gaussian", GaussianSamplerConfig, gaussian_from_config))

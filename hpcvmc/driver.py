@@ -63,8 +63,8 @@ def make_step(setup: Setup) -> Callable[..., StepOutput]:
     The energy statistics describe the parameters *before* the update of this step.
     """
     comm, system, sampler = setup.comm, setup.system, setup.sampler
-    chunk = setup.config.optimizer.chunk_size
-    clip = setup.config.optimizer.clip_local_energy
+    chunk = setup.optimizer.jacobian_chunk
+    clip = setup.optimizer.clip_local_energy
     chain_ids = jnp.asarray(setup.chain_ids)
 
     def step_fn(params: Any, opt_state: Any, chains: ChainState | None, step: jax.Array) -> StepOutput:

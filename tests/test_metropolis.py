@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from hpcvmc import config as C
 from hpcvmc.config import InputError
 from hpcvmc.continuum_sampling import GaussianMoves
 from hpcvmc.metropolis import Metropolis
@@ -152,8 +151,8 @@ GAUSSIAN_REFERENCE = {
 
 @pytest.mark.parametrize("move", ["all", "one"])
 def test_gaussian_rule_reproduces_the_gaussian_sampler_it_replaced(move):
-    system = moire.from_config(C.MoireConfig(supercell=[[1, 1], [2, -1]], n_electrons=3, U=1.0))
-    model = slater.from_config(C.SlaterConfig(g_max=1.0), system)
+    system = moire.from_config(moire.MoireConfig(supercell=[[1, 1], [2, -1]], n_electrons=3, U=1.0))
+    model = slater.from_config(slater.SlaterConfig(g_max=1.0), system)
     params = model.init(jax.random.PRNGKey(0), jnp.ones((1, 3, 2)))["params"]
     logpsi = lambda p, x: model.apply({"params": p}, x)  # noqa: E731
     sampler = Metropolis(rule=GaussianMoves(cell=system.cell, n_electrons=3, move=move),
