@@ -163,8 +163,7 @@ def check_basis(config: Config) -> None:
     system, model = config.system, config.model
     if not isinstance(system, MoireConfig) or getattr(model, "envelope", "plane_waves") != "plane_waves":
         return
-    from hpcvmc.models.slater import supercell_plane_waves
-    from hpcvmc.systems.moire_lattice import MoireParameters
+    from hpcvmc.systems.moire_lattice import MoireParameters, supercell_plane_waves
 
     params = MoireParameters.from_config(system)
     n_q = len(supercell_plane_waves(params.M, model.g_max))

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hpcvmc.parallel import Comm
-from hpcvmc.systems.lattice import symmetry_orbits, sz0_configurations
+from hpcvmc.square_lattice import symmetry_orbits, sz0_configurations
 
 LogPsi = Callable[[object, jax.Array], jax.Array]
 

@@ -14,7 +14,7 @@ import numpy as np
 import scipy.sparse
 import scipy.sparse.linalg
 
-from hpcvmc.systems.lattice import square_bonds
+from hpcvmc.square_lattice import square_bonds
 
 MAX_ED_SITES = 20
 
