@@ -54,8 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hpcvmc.logdet import log_det, log_sum_exp
-from hpcvmc.reference import hf_search
-from hpcvmc.reference.bands import potential_fourier
+from hpcvmc.reference import hf, hf_search
 from hpcvmc.systems.moire_lattice import MoireParameters, supercell_plane_waves, supercell_reciprocal
 
 @dataclass(frozen=True, eq=False)
@@ -104,36 +103,26 @@ class Orbitals:
         return self.n_up if spin == "up" else self.n_down
 
 
-def one_body_hamiltonian(params: MoireParameters, Q: np.ndarray) -> np.ndarray:
-    """h[a, b] = 1/2 |Q_a|^2 delta_ab + V_{Q_a - Q_b}: kinetic energy plus moire potential.
-
-    Args:
-        params: model parameters (V_E0, phi).
-        Q: Cartesian plane-wave vectors, shape (n_Q, 2), in 1/a_M.
-
-    Returns:
-        Hermitian matrix in E0, shape (n_Q, n_Q).
-    """
-    potential = potential_fourier(Q[:, None, :] - Q[None, :, :], params.V_E0, params.phi)
-    return potential + np.diag(0.5 * np.sum(Q**2, axis=1))
-
-
-def band_orbitals(params: MoireParameters, Q: np.ndarray, n_orbitals: int) -> np.ndarray:
+def band_orbitals(params: MoireParameters, g_max: float, n_orbitals: int) -> np.ndarray:
     """The n lowest eigenvectors of the non-interacting Hamiltonian in the plane-wave basis.
 
-    These are the Bloch states of the lowest band(s) at the supercell k-points (for V = 0,
-    plane waves in order of |Q|). When the last occupied level is degenerate with the first empty
-    one (open shell) the occupied combination is the one ``numpy.linalg.eigh`` returns.
+    h[a, b] = 1/2 |Q_a|^2 delta_ab + V_{Q_a - Q_b} (in E0; ``hpcvmc.reference.hf.one_body_matrix``)
+    on the plane waves |Q| <= g_max |g_1|. Its lowest eigenvectors are the Bloch states of the
+    lowest band(s) at the supercell k-points (for V = 0, plane waves in order of |Q|). When the
+    last occupied level is degenerate with the first empty one (open shell) the occupied
+    combination is the one ``numpy.linalg.eigh`` returns.
 
     Args:
         params: model parameters.
-        Q: plane-wave vectors, shape (n_Q, 2), in 1/a_M.
+        g_max: plane-wave cut-off in units of |g_1|.
         n_orbitals: number of orbitals.
 
     Returns:
-        Coefficients, complex, shape (n_Q, n_orbitals), orthonormal columns.
+        Coefficients on ``supercell_plane_waves(params.M, g_max)``, complex, shape
+        (n_Q, n_orbitals), orthonormal columns.
     """
-    return np.linalg.eigh(one_body_hamiltonian(params, Q))[1][:, :n_orbitals].astype(complex)
+    h = hf.one_body_matrix(params, hf.supercell_basis(params, g_max))
+    return np.linalg.eigh(h)[1][:, :n_orbitals].astype(complex)
 
 
 HF_SCREEN_ABOVE = 200
@@ -316,7 +305,7 @@ def initial_orbitals(params: MoireParameters, g_max: float, init: str, seed: int
     n_up = n if params.spin_polarized else n // 2
     if init == "bands":
         def solve() -> np.ndarray:
-            return band_orbitals(params, Q, n_up)
+            return band_orbitals(params, g_max, n_up)
     elif init == "hf":
         if not params.spin_polarized:
             raise ValueError("init = 'hf' needs a spin-polarized system (hf.py is polarized only)")
