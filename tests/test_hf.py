@@ -127,7 +127,7 @@ def test_positivity_shift_makes_the_kernel_non_negative():
 
 def test_robust_search_finds_a_lower_stationary_state():
     """9 sites, nu = 2/3, epsilon = 10 (small basis): the search over the start families finds
-    a state below the honeycomb start (the single guess of the old default), and the lowest
+    a state below the one the honeycomb start alone converges to, and the lowest
     solution is a Slater determinant (P^2 = P, tr P = N) at which the Fock matrix recomputed from
     P commutes with P."""
     p = params(9, 6, U=ml.coulomb_strength(0.35, 8.031, 10.0))
