@@ -1,4 +1,4 @@
-"""Command line: ``hpcvmc run | measure | export | validate | inspect | exact | plot |
+"""Command line: ``hpcvmc run | measure | export | validate | keys | inspect | exact | plot |
 attention | reference | transition``.
 
 Exit codes: 0 success, 1 an unexpected failure (under MPI the whole job is aborted), 2 bad input
@@ -16,8 +16,9 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from hpcvmc import __version__
-from hpcvmc.config import Config, InputError, J1J2Config, check_ranks, load, load_system, loads
+from hpcvmc import api, registry
+from hpcvmc.version import __version__
+from hpcvmc.config import Config, InputError, check_ranks, load, load_system, loads
 from hpcvmc.outputs import EXIT_IO, OutputError, refuse_existing, writing
 
 EXIT_INPUT = 2
@@ -27,62 +28,12 @@ def _load(args: argparse.Namespace) -> Config:
     return load(args.input, overrides=args.set)
 
 
-def _init(config: Config | None = None, platform: str = "auto") -> Any:
-    """MPI and device binding first, then float64 (energies and solvers need it).
-
-    Raises:
-        InputError: ``run.platform = "gpu"`` and some rank has no usable GPU (every rank).
-    """
-    from hpcvmc.parallel import init_distributed
-
-    platform = config.run.platform if config else platform
-    comm = init_distributed(platform=platform)
-    import jax
-
-    jax.config.update("jax_enable_x64", True)
-    if platform == "gpu":
-        try:
-            missing = not jax.devices("gpu")
-        except RuntimeError:
-            missing = True
-        if comm.any(missing):
-            raise InputError("run.platform = 'gpu': no usable GPU (JAX finds no GPU backend on "
-                             f"{'every rank' if comm.size > 1 else 'this machine'}); use 'auto' "
-                             "or 'cpu', or run on a GPU node")
-    return comm
-
-
-def _check_costs(config: Config, comm: Any) -> None:
-    """Memory and basis checks before anything is built or written (every rank)."""
-    from hpcvmc import resources
-    from hpcvmc.parallel import ranks_on_node
-
-    on_node = ranks_on_node(comm)
-    resources.check_before_build(config, comm.size, on_node)
-    resources.check_network(config, comm.size, on_node)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     """Run or resume the optimization of an input file."""
     from hpcvmc.signals import StopFlag
 
     stop = StopFlag().install()  # first: a signal during start-up is recorded, not fatal
-    config = _load(args)
-    if args.restart is not None and not Path(args.restart).is_file():
-        what = "not a checkpoint file" if Path(args.restart).exists() else "no such checkpoint file"
-        raise InputError(f"--restart {args.restart}: {what}")
-    from hpcvmc import resources
-    from hpcvmc.parallel import launcher_world_size
-
-    # absurd sizes are refused before MPI and JAX start (the full check follows below)
-    resources.check_before_build(config, launcher_world_size(), 1)
-    comm = _init(config)
-    check_ranks(config, comm.size)
-    _check_costs(config, comm)
-    from hpcvmc.build import build
-    from hpcvmc.driver import run
-
-    return run(build(config, comm), restart=args.restart, progress_every=args.every, stop=stop)
+    return api.run(_load(args), restart=args.restart, progress_every=args.every, stop=stop)
 
 
 def cmd_measure(args: argparse.Namespace) -> int:
@@ -104,7 +55,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
     config = load(saved, overrides=overrides)
     if config.run.measure_steps == 0:
         raise InputError(f"{saved}: run.measure_steps = 0; give the number with --steps")
-    comm = _init(config)
+    comm = api.init(config)
     from hpcvmc.build import build
     from hpcvmc.driver import measure_newest
     from hpcvmc.progress import Progress
@@ -131,7 +82,7 @@ def _measure_exported(args: argparse.Namespace, path: Path) -> int:
     config = loads(state.input_toml, overrides=overrides, source=str(path))
     if config.run.measure_steps == 0:
         raise InputError(f"{path}: run.measure_steps = 0; give the number with --steps")
-    comm = _init(config)
+    comm = api.init(config)
     from hpcvmc.build import build
     from hpcvmc.driver import INPUT_FILE, measure_exported
     from hpcvmc.progress import Progress
@@ -164,34 +115,30 @@ def cmd_validate(args: argparse.Namespace) -> int:
     config = _load(args)
     check_ranks(config, args.ranks)
     resources.check_before_build(config, args.ranks, args.ranks)
-    _init(platform="cpu")
+    api.init(platform="cpu")
     estimate = resources.check_network(config, args.ranks, args.ranks)
     print(f"{args.input}: valid (one step needs about {resources.gib(estimate)} per rank "
           f"on {args.ranks} rank(s))")
     return 0
 
 
-def _exact_energy(system: J1J2Config, allow_known: bool) -> tuple[float, str]:
-    from hpcvmc.reference import lattice_ed
+def _exact_energy(system: Any, allow_known: bool) -> tuple[float, str]:
+    """(energy, source) from the solver the system config names in ``exact_solver``
+    ("module:function", called as ``function(system, allow_known)``).
 
-    if system.n_sites <= lattice_ed.MAX_ED_SITES:
-        return lattice_ed.ground_state_energy(system.L, system.J1, system.J2), "Lanczos ED, Sz = 0"
-    known = lattice_ed.known_energy(system.L, system.J1, system.J2)
-    if known is not None and allow_known:
-        return known, "published (Schulz, Ziman, Poilblanc 1996)"
-    hint = " (pass --known for the published value)" if known is not None else ""
-    raise InputError(
-        f"system.L = {system.L}: exact diagonalization is limited to "
-        f"{lattice_ed.MAX_ED_SITES} sites{hint}"
-    )
+    Raises:
+        InputError: the system has no exact solver, or the solver refuses (e.g. too large).
+    """
+    spec = getattr(system, "exact_solver", None)
+    if spec is None:
+        raise InputError(f"system.type = {system.type!r} has no exact solver (for moire "
+                         "electrons: hpcvmc reference)")
+    return registry.load_object(spec, "system.exact_solver")(system, allow_known)
 
 
 def cmd_exact(args: argparse.Namespace) -> int:
-    """Exact ground-state energy of the input's lattice (the input needs only [system])."""
+    """Exact ground-state energy of the input's system (the input needs only [system])."""
     system = load_system(args.input, overrides=args.set)
-    if not isinstance(system, J1J2Config):
-        raise InputError(f"system.type = {system.type!r}: hpcvmc exact is for j1j2; "
-                         "use hpcvmc reference for moire electrons")
     energy, source = _exact_energy(system, args.known)
     n = system.n_sites
     result = {"energy": energy, "energy_per_site": energy / n, "n_sites": n, "source": source}
@@ -199,6 +146,31 @@ def cmd_exact(args: argparse.Namespace) -> int:
         print(json.dumps(result))
     else:
         print(f"E0 = {energy:.8f} (per site {energy / n:.8f}) [{source}]")
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    """The input reference of a component type (built-in or plug-in "module:Name"), or the list
+    of built-in types per section."""
+    from hpcvmc.config import component_reference
+
+    if args.type is None:
+        for section in registry.SECTIONS:
+            print(f"[{section}] type = " + ", ".join(map(repr, registry.builtin_names(section))))
+        print("plug-ins: type = \"module:Name\" (hpcvmc keys module:Name shows their keys)")
+        return 0
+    if registry.is_plugin(args.type):
+        found = registry.load_object(args.type, "TYPE")
+        if not isinstance(found, registry.Component):
+            raise InputError(f"hpcvmc keys {args.type}: not an hpcvmc.registry.Component")
+        components = [found]
+    else:
+        components = [registry.lookup(section, args.type) for section in registry.SECTIONS
+                      if args.type in registry.builtin_names(section)]
+    if not components:
+        raise InputError(f"hpcvmc keys {args.type}: no component of that type (hpcvmc keys "
+                         "lists them)")
+    print("\n".join(component_reference(c.section, args.type, c.config) for c in components))
     return 0
 
 
@@ -283,7 +255,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     info = _summary(run_dir)
     exact = None
     config = load(run_dir / "input.toml") if (run_dir / "input.toml").is_file() else None
-    if config is not None and isinstance(config.system, J1J2Config):
+    if config is not None and getattr(config.system, "exact_solver", None) is not None:
         try:
             exact, _ = _exact_energy(config.system, allow_known=True)
         except InputError:
@@ -310,7 +282,7 @@ def cmd_attention(args: argparse.Namespace) -> int:
     config = loads(ckpt.read(info["checkpoint"]).input_toml, source=str(run_dir))
     if config.model.type != "vit":
         raise InputError(f"{run_dir}: model.type = {config.model.type!r} has no attention maps")
-    comm = _init(config)
+    comm = api.init(config)
     from hpcvmc.analysis.sampling import sample_from_checkpoint
 
     setup, params, x = sample_from_checkpoint(config, comm, Path(info["checkpoint"]),
@@ -336,12 +308,12 @@ def cmd_reference(args: argparse.Namespace) -> int:
 
     The input needs only [system]; the default output is ``<run.output>_<kind>.json``, with
     run.output's default when the file has no [run]."""
-    from hpcvmc.config import MoireConfig, RunConfig
+    from hpcvmc.config import RunConfig
 
     if args.kind not in ("hf", "bped"):
         raise InputError(f"hpcvmc reference: unknown kind {args.kind!r} (hf or bped)")
     system = load_system(args.input, overrides=args.set)
-    if not isinstance(system, MoireConfig):
+    if "moire" not in system.capabilities:
         raise InputError(f"system.type = {system.type!r}: hpcvmc reference is for "
                          "moire electrons (use hpcvmc exact for lattices)")
     from hpcvmc.systems.moire_lattice import MoireParameters
@@ -499,6 +471,10 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--known", action="store_true", help="allow published values (6 x 6)")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_exact)
+    q = sub.add_parser("keys", help="input keys of a component type (built-in or module:Name), "
+                       "or the list of types")
+    q.add_argument("type", nargs="?", metavar="TYPE")
+    q.set_defaults(func=cmd_keys)
     q = sub.add_parser("inspect", help="show a run folder or checkpoint")
     q.add_argument("path")
     q.add_argument("--json", action="store_true")

@@ -30,27 +30,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from hpcvmc.errors import InputError
+
 SECTIONS = ("system", "model", "sampler", "optimizer")
 """The input sections whose ``type`` selects a component."""
 
 BUILTIN_MODULES = (
     "hpcvmc.systems.lattice",
     "hpcvmc.systems.moire",
-    "hpcvmc.systems.netket_bridge",
     "hpcvmc.models.rbm",
     "hpcvmc.models.vit",
     "hpcvmc.models.slater",
     "hpcvmc.models.psiformer",
-    "hpcvmc.models.flax_model",
     "hpcvmc.sampling",
     "hpcvmc.continuum_sampling",
     "hpcvmc.optim.natural_gradient",
 )
 """Modules that register the built-in components (imported on the first lookup)."""
-
-
-class ComponentError(Exception):
-    """A ``type`` that names no usable component; the message is one line naming the key."""
 
 
 @dataclass(frozen=True)
@@ -97,9 +93,12 @@ def _load_builtins() -> None:
 
 
 def builtin_names(section: str) -> list[str]:
-    """The ``type`` values of the built-in components of a section."""
+    """The ``type`` values of the built-in components of a section, in the order of
+    :data:`BUILTIN_MODULES` (then of registration)."""
     _load_builtins()
-    return list(_BUILTINS[section])
+    components = list(_BUILTINS[section].values())
+    components.sort(key=lambda c: BUILTIN_MODULES.index(c.config.__module__))
+    return [c.name for c in components]
 
 
 def is_plugin(name: str) -> bool:
@@ -114,18 +113,18 @@ def load_object(spec: str, key: str, base_dir: Path | None = None) -> Any:
     loaded (and kept in ``sys.modules`` under ``module``, so a second lookup finds it).
 
     Raises:
-        ComponentError: naming ``key`` when the module or the name cannot be found or loaded.
+        InputError: naming ``key`` when the module or the name cannot be found or loaded.
     """
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
-        raise ComponentError(f"{key} = {spec!r}: expected 'module:Name'")
+        raise InputError(f"{key} = {spec!r}: expected 'module:Name'")
     module = sys.modules.get(module_name)
     if module is None:
         module = _import(module_name, key, spec, base_dir)
     try:
         return getattr(module, attr)
     except AttributeError:
-        raise ComponentError(f"{key} = {spec!r}: module {module_name!r} has no {attr!r}") from None
+        raise InputError(f"{key} = {spec!r}: module {module_name!r} has no {attr!r}") from None
 
 
 def _import(module_name: str, key: str, spec: str, base_dir: Path | None) -> Any:
@@ -134,13 +133,13 @@ def _import(module_name: str, key: str, spec: str, base_dir: Path | None) -> Any
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name != module_name.split(".")[0] and exc.name != module_name:
-            raise ComponentError(f"{key} = {spec!r}: importing {module_name!r} failed: {exc}") from None
+            raise InputError(f"{key} = {spec!r}: importing {module_name!r} failed: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - any failure of user code is reported in one line
-        raise ComponentError(f"{key} = {spec!r}: importing {module_name!r} failed: "
+        raise InputError(f"{key} = {spec!r}: importing {module_name!r} failed: "
                              f"{type(exc).__name__}: {exc}") from None
     path = Path(base_dir or ".") / (module_name.replace(".", "/") + ".py")
     if not path.is_file():
-        raise ComponentError(f"{key} = {spec!r}: no module {module_name!r} on the Python path "
+        raise InputError(f"{key} = {spec!r}: no module {module_name!r} on the Python path "
                              f"and no file {path}")
     loader_spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(loader_spec)
@@ -149,7 +148,7 @@ def _import(module_name: str, key: str, spec: str, base_dir: Path | None) -> Any
         loader_spec.loader.exec_module(module)
     except Exception as exc:  # noqa: BLE001 - any failure of user code is reported in one line
         del sys.modules[module_name]
-        raise ComponentError(f"{key} = {spec!r}: loading {path} failed: "
+        raise InputError(f"{key} = {spec!r}: loading {path} failed: "
                              f"{type(exc).__name__}: {exc}") from None
     return module
 
@@ -158,7 +157,7 @@ def lookup(section: str, name: str, base_dir: Path | None = None) -> Component:
     """The component selected by ``[section] type = name``.
 
     Raises:
-        ComponentError: an unknown built-in name, or a plug-in that cannot be loaded or is not
+        InputError: an unknown built-in name, or a plug-in that cannot be loaded or is not
             a Component of this section.
     """
     _load_builtins()
@@ -170,10 +169,10 @@ def lookup(section: str, name: str, base_dir: Path | None = None) -> Component:
             known = list(_BUILTINS[section])
             close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ComponentError(f"{key} = {name!r} is not one of {', '.join(map(repr, known))} "
+            raise InputError(f"{key} = {name!r} is not one of {', '.join(map(repr, known))} "
                                  f"or a plug-in 'module:Name'{hint}") from None
     found = load_object(name, key, base_dir)
     if not isinstance(found, Component) or found.section != section:
-        raise ComponentError(f"{key} = {name!r} is not an hpcvmc.registry.Component of section "
+        raise InputError(f"{key} = {name!r} is not an hpcvmc.registry.Component of section "
                              f"{section!r}")
     return found

@@ -14,10 +14,10 @@ import pytest
 PACKAGE = Path(__file__).parents[1] / "hpcvmc"
 
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundation", ("hpcvmc", "hpcvmc.config", "hpcvmc.registry", "hpcvmc.protocols",
-                    "hpcvmc.parallel", "hpcvmc.progress", "hpcvmc.stats", "hpcvmc.outputs",
-                    "hpcvmc.signals", "hpcvmc.plotting", "hpcvmc.checkpoint", "hpcvmc.runlock",
-                    "hpcvmc.export")),
+    ("foundation", ("hpcvmc.version", "hpcvmc.errors", "hpcvmc.config", "hpcvmc.registry",
+                    "hpcvmc.protocols", "hpcvmc.parallel", "hpcvmc.progress", "hpcvmc.stats",
+                    "hpcvmc.outputs", "hpcvmc.signals", "hpcvmc.plotting", "hpcvmc.checkpoint",
+                    "hpcvmc.runlock", "hpcvmc.export")),
     ("numerics", ("hpcvmc.logdet", "hpcvmc.chunking", "hpcvmc.laplacian", "hpcvmc.torus",
                   "hpcvmc.square_lattice", "hpcvmc.systems.moire_lattice",
                   "hpcvmc.systems.ewald")),
@@ -28,16 +28,17 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("assembly", ("hpcvmc.builtins", "hpcvmc.build", "hpcvmc.resources")),
     ("run", ("hpcvmc.fixed_sampling", "hpcvmc.observables", "hpcvmc.measure", "hpcvmc.driver",
              "hpcvmc.api", "hpcvmc.analysis")),
-    ("entry", ("hpcvmc.cli", "hpcvmc.__main__")),
+    ("entry", ("hpcvmc.cli", "hpcvmc.__main__", "hpcvmc")),
 ]
-"""Layers from the bottom up; a module is in the layer of the longest prefix that names it.
+"""Layers from the bottom up; a module is in the layer of the longest prefix that names it
+(``hpcvmc`` alone names the package's ``__init__`` only).
 
 foundation: configuration, registry, protocols, MPI, files; no physics. numerics: geometry and
 numerical pieces shared by several components (no component imports). systems: Hamiltonians.
 reference: independent solutions of the systems (exact diagonalization, bands, Hartree-Fock),
 which also give models their starting orbitals. components: models, samplers, optimizers.
 assembly: the built-in registrations and the build of a run. run: driver, measurement,
-analysis. entry: the command line.
+analysis. entry: the command line, and the package itself, which re-exports the Python API.
 """
 
 SYSTEM_BLIND = ("hpcvmc.models", "hpcvmc.sampling", "hpcvmc.continuum_sampling",
@@ -86,7 +87,8 @@ def layer(module: str) -> int | None:
     best, index = -1, None
     for i, (_, prefixes) in enumerate(LAYERS):
         for prefix in prefixes:
-            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best:
+            inside = "." in prefix and module.startswith(prefix + ".")
+            if (module == prefix or inside) and len(prefix) > best:
                 best, index = len(prefix), i
     return index
 
