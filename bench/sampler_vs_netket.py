@@ -51,7 +51,8 @@ def main() -> None:
     from hpcvmc.models.rbm import RBM
     from hpcvmc.metropolis import Metropolis
     from hpcvmc.sampling import ExchangeMoves
-    from hpcvmc.systems.lattice import J1J2, sz0_configurations
+    from hpcvmc.square_lattice import sz0_configurations
+    from hpcvmc.systems.lattice import J1J2
 
     L, n = 4, 16
     model = RBM(alpha=2)

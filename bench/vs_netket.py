@@ -120,7 +120,7 @@ def netket_driver(setup: Any, params: Any, chains_x: Any, on_the_fly: str,
 
 def check_same_lattice(graph: Any, system: Any) -> None:
     """NetKet's J1 / J2 edges (colours 0 / 1) must be hpcvmc's bonds, site for site."""
-    from hpcvmc.systems.lattice import square_bonds
+    from hpcvmc.square_lattice import square_bonds
 
     for colour, ours in enumerate(square_bonds(system.L)):
         theirs = {tuple(sorted(e)) for e in graph.edges(filter_color=colour)}

@@ -8,8 +8,7 @@ available from the package itself: ``hpcvmc.load_config``, ``hpcvmc.run``,
 from hpcvmc.api import config_from_tables, load_config, read_final, read_history, run
 from hpcvmc.errors import InputError
 from hpcvmc.registry import Component, register
-
-__version__ = "0.1.0"
+from hpcvmc.version import __version__
 
 __all__ = ["Component", "InputError", "config_from_tables", "load_config", "read_final",
            "read_history", "register", "run"]

@@ -36,7 +36,7 @@ import h5py
 import jax
 import numpy as np
 
-from hpcvmc import __version__
+from hpcvmc.version import __version__
 from hpcvmc.outputs import cannot_write, make_folder, remove_quietly, temporary_name, writing
 
 FORMAT_VERSION = 1

@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from hpcvmc import __version__, api, registry
+from hpcvmc import api, registry
+from hpcvmc.version import __version__
 from hpcvmc.config import Config, InputError, check_ranks, load, load_system, loads
 from hpcvmc.outputs import EXIT_IO, OutputError, refuse_existing, writing
 
@@ -328,14 +329,15 @@ def cmd_reference(args: argparse.Namespace) -> int:
         out = Path(f"{run_output}_{args.kind}.json")
     refuse_existing(out, args.force)
     if args.kind == "hf":
-        from hpcvmc.reference.hf_search import run_hf
+        from hpcvmc.reference.hf_search import SearchSettings, run_hf
 
         if args.random < 0:
             raise InputError(f"--random {args.random}: must be >= 0")
         if args.refine is not None and (args.refine < 1 or args.screen_q_max is None):
             raise InputError(f"--refine {args.refine}: needs --screen-q-max and a count >= 1")
-        result = run_hf(params, n_random=args.random, screen_q_max=args.screen_q_max,
-                        log=lambda line: print(line, flush=True), n_refine=args.refine)
+        settings = SearchSettings(n_random=args.random, screen_q_max=args.screen_q_max,
+                                  n_refine=args.refine)
+        result = run_hf(params, settings, log=lambda line: print(line, flush=True))
     else:
         from hpcvmc.reference.bped import MemoryBudgetError, run_bped
 

@@ -29,6 +29,7 @@ from hpcvmc.config import InputError, option
 from hpcvmc.metropolis import Metropolis
 from hpcvmc.parallel import Comm
 from hpcvmc.registry import Component, register
+from hpcvmc.torus import wrap_into_cell
 
 ADAPT_SWEEPS = 10
 """Sweeps per burn-in block between two width adaptations."""
@@ -79,8 +80,7 @@ class GaussianMoves:
 
     def wrap(self, x: jax.Array) -> jax.Array:
         """Positions mapped into the supercell, r = (s mod 1) L with s = r L^-1, shape of x."""
-        frac = x @ jnp.asarray(np.linalg.inv(self.cell))
-        return (frac - jnp.floor(frac)) @ jnp.asarray(self.cell)
+        return wrap_into_cell(x, self.cell)
 
     def start(self, keys: jax.Array) -> jax.Array:
         """Uniform random positions in the supercell, shape (chains, N, 2)."""

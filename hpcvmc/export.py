@@ -35,7 +35,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from hpcvmc import __version__
+from hpcvmc.version import __version__
 from hpcvmc import checkpoint as ckpt
 from hpcvmc.config import InputError
 

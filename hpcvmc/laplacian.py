@@ -14,7 +14,7 @@ Methods (``METHODS``, selected by ``[system] laplacian``):
 
 so the primal is computed once, the D gradient components once each, and the Laplacian once
 (D + 2 streams, against 4 for each of the D directions of ``loop``). The LU log-determinant of
-``hpcvmc.models.slater.log_det`` (a loop, which folx cannot trace) gets its own rule
+``hpcvmc.logdet.log_det`` (a loop, which folx cannot trace) gets its own rule
 (:func:`_log_det_rule`): with B_d = A^{-1} d_d A,
 
     d_d log det A = tr B_d,   nabla^2 log det A = tr(A^{-1} nabla^2 A) - sum_d tr(B_d B_d).
@@ -27,7 +27,7 @@ directions are batched with ``jax.vmap``. No full Hessian is formed.
 real and imaginary parts: the brute-force reference.
 
 All three are jittable, act on one walker (the caller vmaps and chunks walkers, see
-``hpcvmc.systems.lattice.map_in_chunks``) and agree to rounding.
+``hpcvmc.chunking.map_in_chunks``) and agree to rounding.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from hpcvmc.models.slater import log_det
+from hpcvmc.logdet import log_det
 
 ScalarFn = Callable[[jax.Array], jax.Array]
 """f(x) -> scalar (real or complex) for x of any fixed shape."""
@@ -122,7 +122,7 @@ def forward_laplacian_and_gradient(f: ScalarFn, x: jax.Array) -> tuple[jax.Array
 
     Args:
         f: scalar function of x (real or complex valued); may call
-            ``hpcvmc.models.slater.log_det`` (handled by :func:`_log_det_rule`).
+            ``hpcvmc.logdet.log_det`` (handled by :func:`_log_det_rule`).
         x: real coordinates, any shape.
 
     Returns:

@@ -37,7 +37,9 @@ import numpy as np
 from hpcvmc.fixed_sampling import sample_fixed
 from hpcvmc.outputs import cannot_write, remove_quietly, temporary_name, writing
 from hpcvmc.parallel import Comm
+from hpcvmc.plotting import pyplot
 from hpcvmc.systems.moire_lattice import G_NORM, moire_sites, sqrt3_sublattice, supercell_reciprocal
+from hpcvmc.torus import fractional_in_cell
 
 OBSERVABLES_FILE = "observables.h5"
 K_NORM = 4.0 * np.pi / 3.0
@@ -148,9 +150,7 @@ def accumulate(acc: Accumulator, x: jax.Array, geometry: Geometry) -> Accumulato
         The updated sums.
     """
     m1, m2 = geometry.grid
-    frac = x @ jnp.asarray(np.linalg.inv(geometry.cell))
-    frac = frac - jnp.floor(frac)
-    bins = (frac * jnp.asarray([m1, m2])).astype(jnp.int32)
+    bins = (fractional_in_cell(x, geometry.cell) * jnp.asarray([m1, m2])).astype(jnp.int32)
     bins = jnp.minimum(bins, jnp.asarray([m1 - 1, m2 - 1]))  # s = 1 - eps rounding up
     counts = jnp.zeros(m1 * m2).at[(bins[..., 0] * m2 + bins[..., 1]).reshape(-1)].add(1.0)
     rho_q = jnp.sum(jnp.exp(-1j * (x @ jnp.asarray(geometry.q.T))), axis=1)  # (n, n_q)
@@ -334,13 +334,15 @@ MOIRE_OBSERVABLES = MoireObservables()
 """Named by :attr:`hpcvmc.systems.moire.Moire.observables`."""
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+def _write_png(plt: Any, fig: Any, out: str | Path) -> Path:
+    """Lay out ``fig``, write it to the PNG ``out`` (:func:`hpcvmc.outputs.writing`), close it."""
+    fig.tight_layout()
+    try:
+        with writing(out):
+            fig.savefig(out, dpi=130)
+    finally:
+        plt.close(fig)
+    return Path(out)
 
 
 def draw_density(fig: Any, ax: Any, obs: Observables) -> None:
@@ -370,38 +372,18 @@ def draw_density(fig: Any, ax: Any, obs: Observables) -> None:
 
 
 def plot_density(obs: Observables, out: str | Path) -> Path:
-    """PNG of rho(r) over the supercell with the moire sites marked by sqrt3 sublattice.
-
-    Args:
-        obs: measured observables.
-        out: the PNG path.
-
-    Returns:
-        The path written.
-    """
-    plt = _pyplot()
+    """Write the PNG ``out`` of rho(r) over the supercell, the moire sites marked by sqrt3
+    sublattice (:func:`draw_density`), from the measured ``obs``; return its path."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
     draw_density(fig, ax, obs)
-    fig.tight_layout()
-    try:
-        with writing(out):
-            fig.savefig(out, dpi=130)
-    finally:
-        plt.close(fig)
-    return Path(out)
+    return _write_png(plt, fig, out)
 
 
 def plot_structure_factor(obs: Observables, out: str | Path) -> Path:
-    """PNG of S(q): a map over the q-plane (moire K points marked) and S against |q| (q != 0).
-
-    Args:
-        obs: measured observables.
-        out: the PNG path.
-
-    Returns:
-        The path written.
-    """
-    plt = _pyplot()
+    """Write the PNG ``out`` of S(q) from the measured ``obs``: a map over the q-plane (moire
+    K points marked) and S against |q| (q != 0); return its path."""
+    plt = pyplot()
     nonzero = np.linalg.norm(obs.q, axis=1) > 1e-9
     q, s = obs.q[nonzero], obs.S_q[nonzero]
     fig, (ax_map, ax_line) = plt.subplots(1, 2, figsize=(11, 4.8))
@@ -424,13 +406,7 @@ def plot_structure_factor(obs: Observables, out: str | Path) -> Path:
     ax_line.set_ylabel(r"$S(q) = \langle|\rho_q|^2\rangle / N$")
     ax_line.legend(fontsize=7)
     fig.suptitle(f"structure factor, N = {obs.n_electrons} on {len(obs.sites)} sites", fontsize=9)
-    fig.tight_layout()
-    try:
-        with writing(out):
-            fig.savefig(out, dpi=130)
-    finally:
-        plt.close(fig)
-    return Path(out)
+    return _write_png(plt, fig, out)
 
 
 def plot_observables(run_dir: str | Path) -> list[Path]:

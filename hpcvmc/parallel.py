@@ -16,6 +16,7 @@ import os
 import sys
 import traceback
 from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import Any, TypeVar
 
 import jax
@@ -33,18 +34,28 @@ _LAUNCHER_VARIABLES = (
 )
 
 
-def launcher_world_size() -> int:
-    """Number of ranks announced by the launcher's environment (1 when not launched by MPI).
+def _first_set(names: Iterable[str]) -> int | None:
+    """The value of the first of ``names`` set in the environment, or None when none is."""
+    for name in names:
+        if name in os.environ:
+            return int(os.environ[name])
+    return None
 
-    ``SLURM_NTASKS`` only counts when ``SLURM_STEP_ID`` is set too: inside the batch script
-    itself (no srun step yet) there is a single process.
+
+def _world_launchers() -> list[tuple[str, str, str]]:
+    """The rows of ``_LAUNCHER_VARIABLES`` whose world size and rank count.
+
+    Slurm's count only when ``SLURM_STEP_ID`` is set too: inside the batch script itself (no
+    srun step yet) there is a single process.
     """
-    for size_var, _, _ in _LAUNCHER_VARIABLES:
-        if size_var == "SLURM_NTASKS" and "SLURM_STEP_ID" not in os.environ:
-            continue
-        if size_var in os.environ:
-            return int(os.environ[size_var])
-    return 1
+    return [row for row in _LAUNCHER_VARIABLES
+            if row[0] != "SLURM_NTASKS" or "SLURM_STEP_ID" in os.environ]
+
+
+def launcher_world_size() -> int:
+    """Number of ranks announced by the launcher's environment (1 when not launched by MPI)."""
+    size = _first_set(size_var for size_var, _, _ in _world_launchers())
+    return 1 if size is None else size
 
 
 def launcher_rank() -> int:
@@ -52,20 +63,13 @@ def launcher_rank() -> int:
     known before MPI is initialized, so that only rank 0 prints an early input error."""
     if launcher_world_size() == 1:
         return 0
-    for size_var, rank_var, _ in _LAUNCHER_VARIABLES:
-        if size_var == "SLURM_NTASKS" and "SLURM_STEP_ID" not in os.environ:
-            continue
-        if rank_var in os.environ:
-            return int(os.environ[rank_var])
-    return 0
+    rank = _first_set(rank_var for _, rank_var, _ in _world_launchers())
+    return 0 if rank is None else rank
 
 
 def launcher_local_rank() -> int | None:
     """The node-local rank announced by the launcher, or None when no launcher says."""
-    for _, _, local_var in _LAUNCHER_VARIABLES:
-        if local_var in os.environ:
-            return int(os.environ[local_var])
-    return None
+    return _first_set(local_var for _, _, local_var in _LAUNCHER_VARIABLES)
 
 
 @dataclass(frozen=True)

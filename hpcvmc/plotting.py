@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 TITLE_WIDTH = 120
 """Characters per line of a figure title (the run's system and model, wrapped)."""
+
+
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` with the Agg backend (files only, no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def read_history_csv(run_dir: Path) -> dict[str, np.ndarray]:
@@ -19,10 +30,7 @@ def read_history_csv(run_dir: Path) -> dict[str, np.ndarray]:
 
 def plot_energy(run_dir: Path, out: Path, exact: float | None = None, title: str = "") -> None:
     """Energy vs step with error bars; the exact energy as a horizontal line when known."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     h = read_history_csv(run_dir)
     fig, (ax, ax_rel) = plt.subplots(2, 1, figsize=(7, 6), sharex=True,
@@ -51,10 +59,7 @@ def plot_reference_density(result: dict, out: Path) -> None:
 
     The density grid holds rho(r_ij) in 1/a_M^2 at r_ij = (i/m_1) L_1 + (j/m_2) L_2.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rho = np.asarray(result["density"]["rho"])
     cell = np.asarray(result["density"]["cell"])

@@ -22,7 +22,7 @@ from hpcvmc.metropolis import ChainState, Metropolis
 from hpcvmc.parallel import Comm
 from hpcvmc.protocols import PURPOSE_STEP, Batch, LogPsi
 from hpcvmc.registry import Component, register
-from hpcvmc.systems.lattice import symmetry_orbits
+from hpcvmc.square_lattice import symmetry_orbits
 
 
 @dataclass(frozen=True, eq=False)

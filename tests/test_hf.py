@@ -6,6 +6,7 @@ import pytest
 from hpcvmc.reference import hf, hf_search
 from hpcvmc.reference.bands import noninteracting_energy
 from hpcvmc.reference.bped import run_bped
+from hpcvmc.reference.hf_search import SearchSettings as Settings
 from hpcvmc.systems import moire_lattice as ml
 
 E0 = ml.energy_unit_meV(0.35, 8.031)
@@ -69,7 +70,7 @@ def test_fock_matrices_against_brute_force():
 
 def test_noninteracting_limit():
     p = params(9, 6, U=0.0)
-    result = hf_search.run_hf(p, families=("fermi_liquid",), n_random=0)
+    result = hf_search.run_hf(p, Settings(families=("fermi_liquid",), n_random=0))
     assert result["converged"]
     # different plane-wave sets (HF: |Q| <= 3 |g|, bands: |G| <= 4 |g|): 2e-5 E0 apart
     assert result["energy_E0"] == pytest.approx(noninteracting_energy(p), abs=1e-4)
@@ -83,7 +84,8 @@ def test_second_order_agreement_with_bped():
     diff = []
     for U in (0.02, 0.04):
         p = params(9, 7, U=U)
-        e_hf = hf_search.run_hf(p, q_max=4.0, families=("fermi_liquid",), n_random=0)["energy_E0"]
+        e_hf = hf_search.run_hf(
+            p, Settings(q_max=4.0, families=("fermi_liquid",), n_random=0))["energy_E0"]
         diff.append(e_hf - run_bped(p)["energy_E0"])
     assert abs(diff[0]) < 1e-5
     assert diff[1] / diff[0] == pytest.approx(4.0, rel=0.02)
@@ -93,7 +95,8 @@ def test_basis_convergence_and_honeycomb_state():
     """Strong coupling (epsilon = 5), nu = 2/3 on 9 sites: the default cut-off is converged to
     1e-4 E0 per electron against a larger one, and the state is the sqrt3 honeycomb crystal."""
     p = params(9, 6, U=ml.coulomb_strength(0.35, 8.031, 5.0))
-    runs = [hf_search.run_hf(p, q_max=q, families=("honeycomb_0",), n_random=0) for q in (hf.DEFAULT_Q_MAX, 3.5)]
+    runs = [hf_search.run_hf(p, Settings(q_max=q, families=("honeycomb_0",), n_random=0))
+            for q in (hf.DEFAULT_Q_MAX, 3.5)]
     assert all(r["converged"] for r in runs)
     e = [r["energy_per_electron_E0"] for r in runs]
     assert abs(e[0] - e[1]) < 1e-4
@@ -124,13 +127,14 @@ def test_positivity_shift_makes_the_kernel_non_negative():
 
 def test_robust_search_finds_a_lower_stationary_state():
     """9 sites, nu = 2/3, epsilon = 10 (small basis): the search over the start families finds
-    a state below the honeycomb start (the single guess of the old default), and the lowest
+    a state below the one the honeycomb start alone converges to, and the lowest
     solution is a Slater determinant (P^2 = P, tr P = N) at which the Fock matrix recomputed from
     P commutes with P."""
     p = params(9, 6, U=ml.coulomb_strength(0.35, 8.031, 10.0))
-    _, single, _ = hf_search.search(p, q_max=1.5, families=("honeycomb_0",))
+    _, single, _ = hf_search.search(p, Settings(q_max=1.5, families=("honeycomb_0",)))
     basis, solutions, record = hf_search.search(
-        p, q_max=1.5, families=("fermi_liquid", "honeycomb", "waves", "orbitals"), n_random=1)
+        p, Settings(q_max=1.5, families=("fermi_liquid", "honeycomb", "waves", "orbitals"),
+                    n_random=1))
     assert len(record) == 1 + 3 + 8 + 1
     energies = [s.energy for s in solutions if s.run["converged"]]
     assert solutions[0].energy == min(energies) and len(energies) >= 2

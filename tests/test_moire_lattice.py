@@ -89,3 +89,40 @@ def test_sites_and_sublattices():
     assert np.all((frac > -1e-9) & (frac < 1))
     np.testing.assert_array_equal(np.bincount(ml.sqrt3_sublattice(integers)), [9, 9, 9])
     assert not ml.supports_sqrt3(((2, 0), (0, 2)))
+
+
+@pytest.mark.parametrize("g_max, count", [(0.5, 1), (1.0, 7), (np.sqrt(3.0), 13), (2.0, 19),
+                                          (4.0, 61)])
+def test_moire_reciprocal_shells_count_the_triangular_lattice(g_max, count):
+    """Shells of the triangular lattice: 1 + 6 (|g_1|) + 6 (sqrt3) + 6 (2) ... vectors."""
+    n = ml.lattice_shell(ml.moire_reciprocal_basis(), g_max, unit=ml.G_NORM)
+    assert len(n) == count
+
+
+@pytest.mark.parametrize("basis", [ml.supercell_reciprocal(ml.NAMED_SUPERCELLS[21]),
+                                   np.array([[1.0, 0.2], [0.3, 2.5]])])
+def test_lattice_shell_against_a_brute_force_box(basis):
+    """Every vector of a large box within the cut-off, once, by length, ties lexicographic."""
+    cutoff = 3.1 * np.linalg.norm(basis[1])
+    span = np.arange(-40, 41)
+    box = np.stack(np.meshgrid(span, span, indexing="ij"), axis=-1).reshape(-1, 2)
+    lengths = np.linalg.norm(box @ basis, axis=1)
+    inside = box[lengths <= cutoff]
+    ours = ml.lattice_shell(basis, cutoff)
+    assert sorted(map(tuple, ours.tolist())) == sorted(map(tuple, inside.tolist()))
+    ours_lengths = np.linalg.norm(ours @ basis, axis=1)
+    assert np.all(np.diff(ours_lengths) >= 0) and not ours[0].any()
+    ties = np.nonzero(np.diff(ours_lengths) == 0)[0]
+    assert all(tuple(ours[i]) < tuple(ours[i + 1]) for i in ties)
+
+
+def test_supercell_plane_waves_are_the_supercell_reciprocal_lattice_in_the_cutoff():
+    M = ml.NAMED_SUPERCELLS[27]
+    n = ml.supercell_plane_waves(M, 1.0)
+    Q = n @ ml.supercell_reciprocal(M)
+    assert np.all(np.linalg.norm(Q, axis=1) <= ml.G_NORM + 1e-9)
+    np.testing.assert_allclose(np.mod(Q @ ml.supercell_cell(M).T / (2 * np.pi) + 0.5, 1), 0.5,
+                               atol=1e-9)  # Q . L in 2 pi Z
+    # the supercell reciprocal lattice is triangular with |g_1| / sqrt27 spacing: the points
+    # a^2 + ab + b^2 = n <= 27, r(n) of them for n = 0, 1, 3, 4, 7, 9, 12, 13, 16, 19, 21, 25, 27
+    assert len(n) == 1 + 6 + 6 + 6 + 12 + 6 + 6 + 12 + 6 + 12 + 12 + 6 + 6

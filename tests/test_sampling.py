@@ -9,12 +9,8 @@ from hpcvmc.models.rbm import RBM
 from hpcvmc.parallel import SERIAL
 from hpcvmc.metropolis import Metropolis
 from hpcvmc.sampling import ExactSampler, ExchangeMoves
-from hpcvmc.systems.lattice import (
-    J1J2,
-    space_group_with_spin_flip,
-    symmetry_orbits,
-    sz0_configurations,
-)
+from hpcvmc.square_lattice import space_group_with_spin_flip, symmetry_orbits, sz0_configurations
+from hpcvmc.systems.lattice import J1J2
 
 
 def _model_and_params(n_sites: int, scale: float = 0.6):

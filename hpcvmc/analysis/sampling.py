@@ -14,7 +14,7 @@ from hpcvmc.build import Setup, build
 from hpcvmc.config import Config
 from hpcvmc.driver import restore
 from hpcvmc.parallel import Comm
-from hpcvmc.systems.lattice import space_group_with_spin_flip
+from hpcvmc.square_lattice import space_group_with_spin_flip
 
 
 def sample_from_checkpoint(config: Config, comm: Comm, path: Path,

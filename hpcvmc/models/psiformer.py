@@ -37,7 +37,7 @@ Wave function and log space:
 
     psi = exp(J) sum_k det[phi^{k,up}] det[phi^{k,down}]   (block-diagonal per spin),
 
-log det by the LU of :func:`hpcvmc.models.slater.log_det` (complex logarithms, phase kept) and
+log det by the LU of :func:`hpcvmc.logdet.log_det` (complex logarithms, phase kept) and
 a log-sum-exp over k. J is the two-body Jastrow of slater.py (2D cusps U, U/3; optional). The
 output is complex128 log psi; ``dtype = "float32"`` computes the network in float32 while the
 parameters stay float64.
@@ -54,13 +54,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from hpcvmc.config import DTYPES, InputError, option
-from hpcvmc.models.slater import (
-    Orbitals,
-    check_plane_wave_basis,
-    initial_orbitals,
-    log_det,
-    two_body_jastrow,
-)
+from hpcvmc.logdet import log_det, log_sum_exp
+from hpcvmc.models.slater import Orbitals, check_plane_wave_basis, initial_orbitals, two_body_jastrow
 from hpcvmc.registry import Component, register
 
 HEAD_NOISE = 0.1
@@ -201,8 +196,7 @@ class Psiformer(nn.Module):
         up, down = slice(0, self.n_up), slice(self.n_up, None)
         log_dets = (self._log_dets(xc[:, up], h[:, up], "up", self.n_up)
                     + self._log_dets(xc[:, down], h[:, down], "down", self.n_down))
-        shift = jax.lax.stop_gradient(jnp.max(log_dets.real, axis=-1, keepdims=True))
-        log_psi = shift[:, 0] + jnp.log(jnp.sum(jnp.exp(log_dets - shift), axis=-1))
+        log_psi = log_sum_exp(log_dets)
         if self.jastrow:
             log_psi = log_psi + two_body_jastrow(self, x, self.n_up, self.cell, self.U)
         return log_psi

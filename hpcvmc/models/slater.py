@@ -7,14 +7,15 @@ psi(r_1..r_N) = exp(J) sum_k w_k det[phi^{k,up}_j(r_i)] det[phi^{k,down}_j(r_i)]
 with Q over the supercell reciprocal lattice (Q . L in 2 pi Z for every supercell vector L, so
 every orbital, and psi, is periodic on the supercell torus), |Q| <= g_max |g_1|
 (|g_1| = 4 pi / sqrt3 / a_M). The complex coefficients C^k and weights w_k are stored as real and
-imaginary parameter arrays (the Jacobian code needs real parameters). This is the same basis as
-``hpcvmc.reference.hf`` (``supercell_basis``: the same Q set for g_max = q_max), so one
+imaginary parameter arrays (the Jacobian code needs real parameters). The Q set is
+:func:`hpcvmc.systems.moire_lattice.supercell_plane_waves`, the basis of the Hartree-Fock
+reference ``hpcvmc.reference.hf`` for g_max = q_max, so one
 determinant represents the Hartree-Fock state exactly (``init = "hf"``), and the optimized
 single determinant is a variational HF in that basis (the non-attention limit of the Psiformer).
 With twist k_s = 0 the plane waves exp(i (k_s + G) . r) are exactly these exp(i Q . r).
 
 log psi = J + log sum_k exp(log w_k + log det_k^up + log det_k^down) is evaluated as a
-log-sum-exp with the phase kept (LU per determinant, :func:`log_det`, complex logarithms).
+log-sum-exp with the phase kept (:mod:`hpcvmc.logdet`: LU per determinant, complex logarithms).
 
 Jastrow (optional): J = sum_{i<j} u_{s_i s_j}(d_ij), u(d) = c d / (1 + b d), b = softplus(theta)
 learnable per spin channel (same, opposite), and d_ij the periodic distance
@@ -53,14 +54,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from hpcvmc.config import InputError, option
-from hpcvmc.reference import hf_search
-from hpcvmc.reference.bands import potential_fourier
-from hpcvmc.systems.moire_lattice import (
-    G_NORM,
-    MoireParameters,
-    supercell_reciprocal,
-)
+from hpcvmc.logdet import log_det, log_sum_exp
+from hpcvmc.reference import hf, hf_search
 from hpcvmc.registry import Component, register
+from hpcvmc.systems.moire_lattice import MoireParameters, supercell_plane_waves, supercell_reciprocal
 
 @dataclass(frozen=True, eq=False)
 class Orbitals:
@@ -108,57 +105,26 @@ class Orbitals:
         return self.n_up if spin == "up" else self.n_down
 
 
-def supercell_plane_waves(M: Any, g_max: float) -> np.ndarray:
-    """Supercell reciprocal vectors Q = n_1 B_1 + n_2 B_2 with |Q| <= g_max |g_1|.
-
-    The same set, in the same order, as ``hpcvmc.reference.hf.supercell_basis(params, g_max)``.
-
-    Args:
-        M: supercell matrix.
-        g_max: cut-off in units of |g_1| = 4 pi / sqrt3.
-
-    Returns:
-        Integers (n_1, n_2), shape (n_Q, 2), sorted by |Q| (Q = 0 first).
-    """
-    B = supercell_reciprocal(M)
-    r = int(np.ceil(g_max * G_NORM / np.min(np.linalg.svd(B, compute_uv=False)))) + 1
-    span = np.arange(-r, r + 1)
-    n = np.stack(np.meshgrid(span, span, indexing="ij"), axis=-1).reshape(-1, 2)
-    norm = np.linalg.norm(n @ B, axis=1)
-    keep = norm <= g_max * G_NORM + 1e-9
-    return n[keep][np.argsort(norm[keep], kind="stable")]
-
-
-def one_body_hamiltonian(params: MoireParameters, Q: np.ndarray) -> np.ndarray:
-    """h[a, b] = 1/2 |Q_a|^2 delta_ab + V_{Q_a - Q_b}: kinetic energy plus moire potential.
-
-    Args:
-        params: model parameters (V_E0, phi).
-        Q: Cartesian plane-wave vectors, shape (n_Q, 2), in 1/a_M.
-
-    Returns:
-        Hermitian matrix in E0, shape (n_Q, n_Q).
-    """
-    potential = potential_fourier(Q[:, None, :] - Q[None, :, :], params.V_E0, params.phi)
-    return potential + np.diag(0.5 * np.sum(Q**2, axis=1))
-
-
-def band_orbitals(params: MoireParameters, Q: np.ndarray, n_orbitals: int) -> np.ndarray:
+def band_orbitals(params: MoireParameters, g_max: float, n_orbitals: int) -> np.ndarray:
     """The n lowest eigenvectors of the non-interacting Hamiltonian in the plane-wave basis.
 
-    These are the Bloch states of the lowest band(s) at the supercell k-points (for V = 0,
-    plane waves in order of |Q|). When the last occupied level is degenerate with the first empty
-    one (open shell) the occupied combination is the one ``numpy.linalg.eigh`` returns.
+    h[a, b] = 1/2 |Q_a|^2 delta_ab + V_{Q_a - Q_b} (in E0; ``hpcvmc.reference.hf.one_body_matrix``)
+    on the plane waves |Q| <= g_max |g_1|. Its lowest eigenvectors are the Bloch states of the
+    lowest band(s) at the supercell k-points (for V = 0, plane waves in order of |Q|). When the
+    last occupied level is degenerate with the first empty one (open shell) the occupied
+    combination is the one ``numpy.linalg.eigh`` returns.
 
     Args:
         params: model parameters.
-        Q: plane-wave vectors, shape (n_Q, 2), in 1/a_M.
+        g_max: plane-wave cut-off in units of |g_1|.
         n_orbitals: number of orbitals.
 
     Returns:
-        Coefficients, complex, shape (n_Q, n_orbitals), orthonormal columns.
+        Coefficients on ``supercell_plane_waves(params.M, g_max)``, complex, shape
+        (n_Q, n_orbitals), orthonormal columns.
     """
-    return np.linalg.eigh(one_body_hamiltonian(params, Q))[1][:, :n_orbitals].astype(complex)
+    h = hf.one_body_matrix(params, hf.supercell_basis(params, g_max))
+    return np.linalg.eigh(h)[1][:, :n_orbitals].astype(complex)
 
 
 HF_SCREEN_ABOVE = 200
@@ -193,9 +159,9 @@ def hf_orbitals(
         ValueError: if the HF basis is not contained in ``Q_int``.
     """
     screen = len(Q_int) > HF_SCREEN_ABOVE and g_max > HF_SCREEN_Q_MAX
-    basis, solutions, _ = hf_search.search(
-        params, q_max=g_max, seed=seed, screen_q_max=HF_SCREEN_Q_MAX if screen else None,
-        n_refine=HF_REFINE if screen else None)
+    basis, solutions, _ = hf_search.search(params, hf_search.SearchSettings(
+        q_max=g_max, seed=seed, screen_q_max=HF_SCREEN_Q_MAX if screen else None,
+        n_refine=HF_REFINE if screen else None))
     occupied = np.linalg.eigh(solutions[0].run["P"])[1][:, -params.n_electrons:]
     index = {tuple(q): i for i, q in enumerate(Q_int.tolist())}
     rows = [index.get(tuple(q), -1) for q in basis.Q_int.tolist()]
@@ -204,45 +170,6 @@ def hf_orbitals(
     out = np.zeros((len(Q_int), params.n_electrons), dtype=complex)
     out[rows] = occupied
     return out
-
-
-@jax.jit
-def log_det(matrices: jax.Array) -> jax.Array:
-    """Complex log det of a batch of square matrices by LU with partial pivoting, in plain jax ops.
-
-    log det A = sum_k log U_kk + i pi (number of row swaps), from Gaussian elimination with the
-    largest remaining pivot of each column. Written with ``lax.fori_loop`` over the n columns
-    (O(n^3) per matrix) instead of ``jnp.linalg.slogdet``: the LAPACK custom calls of slogdet and
-    of its derivative (getrf, trsm) parallelize over the batch on XLA's intra-op thread pool and
-    can deadlock when two of them run at once on a small pool (seen on 2 cores, jax 0.10.2).
-    Differentiable in forward and reverse mode (the pivot choice is locally constant). Jitted, so
-    that it is one named call in a traced model: the forward Laplacian
-    (``hpcvmc.laplacian``) replaces it by its own rule instead of tracing the loop.
-
-    Args:
-        matrices: shape (..., n, n), real or complex.
-
-    Returns:
-        log det, complex, shape (...); the imaginary part is the phase modulo 2 pi.
-    """
-    matrices = matrices.astype(jnp.result_type(matrices.dtype, jnp.complex64))
-    n = matrices.shape[-1]
-    rows = jnp.arange(n)
-
-    def eliminate(k: jax.Array, carry: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
-        a, log_acc = carry
-        candidates = jnp.where(rows >= k, jnp.abs(a[..., :, k]), -1.0)
-        pivot_row = jnp.argmax(candidates, axis=-1)[..., None]  # (..., 1)
-        order = jnp.where(rows == k, pivot_row, jnp.where(rows == pivot_row, k, rows))
-        a = jnp.take_along_axis(a, order[..., :, None], axis=-2)
-        pivot = a[..., k, k]
-        swapped = jnp.where(pivot_row[..., 0] != k, 1j * jnp.pi, 0.0)
-        factors = jnp.where(rows > k, a[..., :, k] / pivot[..., None], 0.0)
-        a = a - factors[..., :, None] * a[..., k, None, :]
-        return a, log_acc + jnp.log(pivot) + swapped
-
-    zero = jnp.zeros(matrices.shape[:-2], dtype=matrices.dtype)
-    return jax.lax.fori_loop(0, n, eliminate, (matrices, zero))[1]
 
 
 def periodic_distance(r: jax.Array, cell: np.ndarray) -> jax.Array:
@@ -352,9 +279,7 @@ class Slater(nn.Module):
         else:
             w_re = self.param("weights_re", nn.initializers.ones, (self.n_determinants,))
             w_im = self.param("weights_im", nn.initializers.zeros, (self.n_determinants,))
-            terms = log_dets + jnp.log(jax.lax.complex(w_re, w_im))
-            shift = jax.lax.stop_gradient(jnp.max(terms.real, axis=-1, keepdims=True))
-            log_psi = shift[:, 0] + jnp.log(jnp.sum(jnp.exp(terms - shift), axis=-1))
+            log_psi = log_sum_exp(log_dets + jnp.log(jax.lax.complex(w_re, w_im)))
         if self.jastrow:
             log_psi = log_psi + two_body_jastrow(self, x, n_up, self.cell, self.U)
         return log_psi
@@ -382,7 +307,7 @@ def initial_orbitals(params: MoireParameters, g_max: float, init: str, seed: int
     n_up = n if params.spin_polarized else n // 2
     if init == "bands":
         def solve() -> np.ndarray:
-            return band_orbitals(params, Q, n_up)
+            return band_orbitals(params, g_max, n_up)
     elif init == "hf":
         if not params.spin_polarized:
             raise ValueError("init = 'hf' needs a spin-polarized system (hf.py is polarized only)")

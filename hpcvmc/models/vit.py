@@ -96,7 +96,7 @@ import numpy as np
 
 from hpcvmc.config import DTYPES, InputError, option
 from hpcvmc.registry import Component, register
-from hpcvmc.systems.lattice import point_group, site_permutation
+from hpcvmc.square_lattice import point_group, site_permutation
 
 Array = jax.Array
 
@@ -297,12 +297,8 @@ def _layer_norm(dtype: str, scale: float = 1.0, name: str | None = None) -> nn.L
     )
 
 
-class FactoredAttention(nn.Module):
-    """Translation-invariant factored attention (no queries, keys or softmax).
-
-    ``out_i = W_O concat_k sum_j a^k[(r_i - r_j) mod n] (W_V y_j)^k``.
-    Sows ``attention_weights`` of shape (batch, h, T, T) (input independent, broadcast).
-    """
+class _Attention(nn.Module):
+    """Fields of an attention layer over the T = n^2 patch tokens of width d."""
 
     d_model: int
     """Embedding dimension d."""
@@ -312,6 +308,14 @@ class FactoredAttention(nn.Module):
     """Patches per side n = L / b."""
     dtype: str = "float64"
     """Compute dtype (parameters are float64)."""
+
+
+class FactoredAttention(_Attention):
+    """Translation-invariant factored attention (no queries, keys or softmax).
+
+    ``out_i = W_O concat_k sum_j a^k[(r_i - r_j) mod n] (W_V y_j)^k``.
+    Sows ``attention_weights`` of shape (batch, h, T, T) (input independent, broadcast).
+    """
 
     @nn.compact
     def __call__(self, y: Array) -> Array:
@@ -330,22 +334,13 @@ class FactoredAttention(nn.Module):
         return _dense(self.d_model, self.dtype, "out")(_merge_heads(mixed))
 
 
-class StandardAttention(nn.Module):
+class StandardAttention(_Attention):
     """Multi-head softmax attention with a translation-invariant relative positional bias.
 
     ``alpha^k_{ij} = softmax_j(q^k_i . k^k_j / sqrt(d/h) + P^k[(r_i - r_j) mod n])``,
     ``out_i = W_O concat_k sum_j alpha^k_{ij} v^k_j``. Sows ``attention_weights``
     (batch, h, T, T).
     """
-
-    d_model: int
-    """Embedding dimension d."""
-    n_heads: int
-    """Number of heads h (divides d)."""
-    n_side: int
-    """Patches per side n = L / b."""
-    dtype: str = "float64"
-    """Compute dtype (parameters are float64)."""
 
     @nn.compact
     def __call__(self, y: Array) -> Array:

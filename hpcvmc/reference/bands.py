@@ -22,6 +22,7 @@ import numpy as np
 from hpcvmc.systems.moire_lattice import (
     G_NORM,
     MoireParameters,
+    lattice_shell,
     moire_reciprocal_basis,
     potential_wave_vectors,
     supercell_kpoints,
@@ -53,14 +54,9 @@ def reciprocal_shell(g_max: float) -> np.ndarray:
         g_max: cut-off in units of |g_1| = 4 pi / sqrt3.
 
     Returns:
-        Integers (m_1, m_2), shape (n_G, 2), sorted by |G| (G = 0 first).
+        Integers (m_1, m_2), shape (n_G, 2), sorted by |G| (:func:`lattice_shell`, G = 0 first).
     """
-    r = int(np.ceil(2.0 * g_max)) + 1
-    span = np.arange(-r, r + 1)
-    m = np.stack(np.meshgrid(span, span, indexing="ij"), axis=-1).reshape(-1, 2)
-    norm = np.linalg.norm(m @ moire_reciprocal_basis(), axis=1) / G_NORM
-    keep = norm <= g_max + 1e-9
-    return m[keep][np.argsort(norm[keep], kind="stable")]
+    return lattice_shell(moire_reciprocal_basis(), g_max, unit=G_NORM)
 
 
 def potential_fourier(q: np.ndarray, V_E0: float, phi: float) -> np.ndarray:

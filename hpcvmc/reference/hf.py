@@ -27,8 +27,6 @@ computed with FFTs on a grid large enough to exclude aliasing.
 from __future__ import annotations
 
 import dataclasses
-import time
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -38,13 +36,12 @@ import scipy.special
 
 from hpcvmc.reference.bands import potential_fourier
 from hpcvmc.systems.moire_lattice import (
-    G_NORM,
     SQRT3,
     MoireParameters,
     moire_sites,
     sqrt3_sublattice,
+    supercell_plane_waves,
     supercell_reciprocal,
-    supports_sqrt3,
 )
 
 DEFAULT_Q_MAX = 3.0
@@ -180,13 +177,7 @@ def supercell_basis(params: MoireParameters, q_max: float = DEFAULT_Q_MAX) -> Su
     Returns:
         The basis, sorted by |Q|.
     """
-    B = supercell_reciprocal(params.M)
-    r = int(np.ceil(q_max * G_NORM / np.min(np.linalg.svd(B, compute_uv=False)))) + 1
-    span = np.arange(-r, r + 1)
-    n = np.stack(np.meshgrid(span, span, indexing="ij"), axis=-1).reshape(-1, 2)
-    norm = np.linalg.norm(n @ B, axis=1)
-    keep = norm <= q_max * G_NORM + 1e-9
-    Q_int = n[keep][np.argsort(norm[keep], kind="stable")]
+    Q_int = supercell_plane_waves(params.M, q_max)
     extent = Q_int.max(axis=0) - Q_int.min(axis=0)
     grid = tuple(scipy.fft.next_fast_len(int(2 * e + 1)) for e in extent)
     pair = Q_int[:, None, :] - Q_int[None, :, :]
@@ -194,7 +185,7 @@ def supercell_basis(params: MoireParameters, q_max: float = DEFAULT_Q_MAX) -> Su
     wrapped = np.mod(Q_int, grid)
     return SupercellBasis(
         Q_int=Q_int,
-        Q=Q_int @ B,
+        Q=Q_int @ supercell_reciprocal(params.M),
         area=params.area,
         grid=grid,  # type: ignore[arg-type]
         diff_int=diff_int,

@@ -51,6 +51,27 @@ DISTINCT_TOL = 1e-4
 """Converged runs with total energies closer than this (E0) are one solution."""
 
 
+@dataclasses.dataclass(frozen=True)
+class SearchSettings:
+    """What the search (:func:`search`) converges and in which basis."""
+
+    q_max: float = hf.DEFAULT_Q_MAX
+    """Plane-wave cut-off of the result, in units of |g_1|."""
+    families: Sequence[str] = FAMILIES
+    """Which starting points (module docstring)."""
+    n_random: int = DEFAULT_RANDOM
+    """Seeds of each random family."""
+    seed: int = 0
+    """Base random seed."""
+    screen_q_max: float | None = None
+    """Cut-off of a first, cheaper search (None: search in the full basis only)."""
+    max_iter: int = 150
+    """Maximum Fock builds per SCF stage."""
+    n_refine: int | None = None
+    """With screening, refine only the lowest ``n_refine`` distinct screened solutions (all if
+    None); the starts of the others are reported with their screening energies."""
+
+
 def site_potential(
     params: MoireParameters, basis: hf.SupercellBasis, amplitudes: np.ndarray, width: float = 0.25
 ) -> np.ndarray:
@@ -177,28 +198,15 @@ def _embed(P: np.ndarray, small: hf.SupercellBasis, large: hf.SupercellBasis) ->
 
 def search(
     params: MoireParameters,
-    q_max: float = hf.DEFAULT_Q_MAX,
-    families: Sequence[str] = FAMILIES,
-    n_random: int = DEFAULT_RANDOM,
-    seed: int = 0,
-    screen_q_max: float | None = None,
-    max_iter: int = 150,
+    settings: SearchSettings = SearchSettings(),
     log: Callable[[str], None] | None = None,
-    n_refine: int | None = None,
 ) -> tuple[hf.SupercellBasis, list[Solution], dict[str, dict[str, Any]]]:
     """Converge every start and group the results into distinct solutions (module docstring).
 
     Args:
         params: model parameters (spin-polarized).
-        q_max: plane-wave cut-off of the result, in units of |g_1|.
-        families: which starting points (see `FAMILIES`).
-        n_random: seeds of each random family.
-        seed: base random seed.
-        screen_q_max: cut-off of a first, cheaper search (None: search in the full basis).
-        max_iter: maximum Fock builds per SCF stage.
+        settings: the starts, the bases and the SCF limit.
         log: called with one line per converged start.
-        n_refine: with screening, refine only the lowest `n_refine` distinct screened solutions
-            (all if None); the starts of the others are reported with their screening energies.
 
     Returns:
         The basis, the distinct solutions (converged ones first, each group by ascending
@@ -212,7 +220,7 @@ def search(
         runs = []
         for label, make in starts:
             t0 = time.perf_counter()
-            run = hf.run_scf(params, builder, h, make(basis, h), max_iter=max_iter)
+            run = hf.run_scf(params, builder, h, make(basis, h), max_iter=settings.max_iter)
             runs.append((label, run))
             if log is not None:
                 log(f"  {label:>16}: E = {run['energy'] * params.E0_meV / params.n_electrons:.6f} "
@@ -221,11 +229,12 @@ def search(
         return runs
 
     def start(label, pattern):
-        return lambda basis, h: initial_density(params, basis, h, label, pattern, seed)
+        return lambda basis, h: initial_density(params, basis, h, label, pattern, settings.seed)
 
-    starts = [(label, start(label, pattern))
-              for label, pattern in site_patterns(params, families, n_random, seed)]
-    full = hf.supercell_basis(params, q_max)
+    starts = [(label, start(label, pattern)) for label, pattern in
+              site_patterns(params, settings.families, settings.n_random, settings.seed)]
+    full = hf.supercell_basis(params, settings.q_max)
+    screen_q_max, n_refine = settings.screen_q_max, settings.n_refine
     if screen_q_max is None:
         runs = scf_all(full, starts)
         solutions = _group(runs, DISTINCT_TOL)
@@ -255,29 +264,17 @@ def search(
 
 def run_hf(
     params: MoireParameters,
-    q_max: float = hf.DEFAULT_Q_MAX,
-    families: Sequence[str] = FAMILIES,
-    n_random: int = DEFAULT_RANDOM,
-    seed: int = 0,
-    screen_q_max: float | None = None,
-    max_iter: int = 150,
+    settings: SearchSettings = SearchSettings(),
     density_points_per_aM: float = 12.0,
     log: Callable[[str], None] | None = None,
-    n_refine: int | None = None,
 ) -> dict[str, Any]:
     """Unrestricted HF: the robust search (`search`), reporting every distinct solution.
 
     Args:
         params: model parameters (spin-polarized only).
-        q_max: plane-wave cut-off in units of |g_1|.
-        families: starting points (see `FAMILIES`).
-        n_random: seeds of each random family.
-        seed: base random seed.
-        screen_q_max: cut-off of a cheaper first search (None: none).
-        max_iter: maximum Fock builds per SCF stage.
+        settings: the search's starts, bases and SCF limit.
         density_points_per_aM: resolution of the returned density.
         log: progress callback (one line per start).
-        n_refine: with screening, the number of lowest screened solutions refined (all if None).
 
     Returns:
         JSON-able dict: "energy_E0", "energy_meV", "energy_per_electron_E0",
@@ -296,8 +293,7 @@ def run_hf(
             "run_hf supports spin-polarized systems only (set spin_polarized = true)"
         )
     start = time.perf_counter()
-    basis, solutions, record = search(params, q_max, families, n_random, seed, screen_q_max,
-                                      max_iter, log, n_refine)
+    basis, solutions, record = search(params, settings, log)
     n = params.n_electrons
     table = []
     for s in solutions:
@@ -342,8 +338,8 @@ def run_hf(
         "tolerances": {"energy_E0": hf.E_TOL, "commutator_E0": hf.COMMUTATOR_TOL,
                        "distinct_E0": DISTINCT_TOL},
         "basis_size": len(basis.Q),
-        "q_max": q_max,
-        "screen_q_max": screen_q_max,
-        "n_refine": n_refine,
+        "q_max": settings.q_max,
+        "screen_q_max": settings.screen_q_max,
+        "n_refine": settings.n_refine,
         "wall_s": time.perf_counter() - start,
     }

@@ -16,7 +16,7 @@ import scipy.sparse
 import scipy.sparse.linalg
 
 from hpcvmc.config import InputError
-from hpcvmc.systems.lattice import square_bonds
+from hpcvmc.square_lattice import square_bonds
 
 MAX_ED_SITES = 20
 

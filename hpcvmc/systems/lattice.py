@@ -9,7 +9,6 @@ Configurations are float arrays of +-1 (spin up = +1), site s = row * L + col.
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
@@ -18,119 +17,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hpcvmc.chunking import map_in_chunks
 from hpcvmc.config import REQUIRED, InputError, option
 from hpcvmc.progress import format_energy
 from hpcvmc.registry import Component, register
+from hpcvmc.square_lattice import square_bonds, sublattice_a, sz0_configurations
 
 LogPsi = Callable[[object, jax.Array], jax.Array]
 """log psi(params, x): x of shape (batch, n_sites) -> complex log psi of shape (batch,)."""
-
-
-def square_bonds(L: int) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest and next-nearest neighbour bonds of the periodic L x L lattice, each once.
-
-    Returns:
-        (nn, nnn): int arrays of shape (n_bonds, 2) of site pairs. For L = 2 the periodic
-        images coincide; duplicate pairs are kept once, as in a graph.
-    """
-
-    def site(r: int, c: int) -> int:
-        return (r % L) * L + (c % L)
-
-    def unique(pairs: list[tuple[int, int]]) -> np.ndarray:
-        seen = sorted({(min(a, b), max(a, b)) for a, b in pairs if a != b})
-        return np.array(seen, dtype=np.int32).reshape(-1, 2)
-
-    nn = [(site(r, c), site(r, c + 1)) for r in range(L) for c in range(L)]
-    nn += [(site(r, c), site(r + 1, c)) for r in range(L) for c in range(L)]
-    nnn = [(site(r, c), site(r + 1, c + 1)) for r in range(L) for c in range(L)]
-    nnn += [(site(r, c), site(r + 1, c - 1)) for r in range(L) for c in range(L)]
-    return unique(nn), unique(nnn)
-
-
-def sublattice_a(L: int) -> np.ndarray:
-    """Mask of the A sublattice (row + col even), shape (L*L,)."""
-    rows, cols = np.divmod(np.arange(L * L), L)
-    return (rows + cols) % 2 == 0
-
-
-def point_group() -> list[np.ndarray]:
-    """The 8 signed 2x2 permutation matrices: the point group C4v of the square lattice."""
-    return [
-        np.array(sign)[:, None] * np.eye(2, dtype=int)[list(order)]
-        for order in itertools.permutations(range(2))
-        for sign in itertools.product((1, -1), repeat=2)
-    ]
-
-
-def site_permutation(L: int, matrix: np.ndarray, shift: tuple[int, int]) -> np.ndarray:
-    """Permutation ``perm`` with ``(g x)_s = x[perm[s]]`` for ``g(u) = M u + t mod L``.
-
-    Args:
-        L: linear lattice size.
-        matrix: integer (2, 2) matrix M acting on site coordinates u = (row, col).
-        shift: translation t = (row shift, col shift).
-
-    Returns:
-        Integer array of shape (L*L,): ``perm[g(u)] = u``.
-    """
-    coords = np.stack(np.divmod(np.arange(L * L), L))
-    image = (matrix @ coords + np.array(shift)[:, None]) % L
-    perm = np.empty(L * L, dtype=int)
-    perm[image[0] * L + image[1]] = np.arange(L * L)
-    return perm
-
-
-def space_group_with_spin_flip(L: int) -> tuple[np.ndarray, np.ndarray]:
-    """All 16 L^2 elements g of (L^2 translations x C4v about site 0) x {1, spin flip}.
-
-    Element g acts as ``(g x)_s = flips[g] * x[perms[g, s]]``.
-
-    Returns:
-        ``(perms, flips)`` of shapes (16 L^2, L^2) (integer) and (16 L^2,) (+-1.0).
-    """
-    perms = np.array([site_permutation(L, matrix, shift)
-                      for matrix in point_group() for shift in np.ndindex(L, L)])
-    return np.concatenate([perms, perms]), np.repeat([1.0, -1.0], len(perms))
-
-
-def symmetry_orbits(L: int) -> tuple[np.ndarray, np.ndarray]:
-    """The Sz = 0 configurations grouped into orbits of the space group x spin flip.
-
-    The group G has 16 L^2 elements: the L^2 translations, the 8 point-group operations C4v
-    about site 0, and the global spin flip x -> -x. A wave function invariant under G (and a
-    Hamiltonian that commutes with G) takes the same value and the same local energy on every
-    configuration of an orbit, so a sum over the sector is a sum over orbits weighted by their
-    sizes: sum_x f(x) = sum_r |orbit(r)| f(r).
-
-    Each orbit is represented by its member with the smallest bit code
-    sum_s [x_s = +1] 2^s.
-
-    Args:
-        L: linear lattice size (the sector must be small enough to enumerate).
-
-    Returns:
-        ``(representatives, sizes)``: shape (n_orbits, L*L) of +-1 floats, and the orbit sizes
-        (int, summing to C(L^2, L^2/2)).
-    """
-    states = sz0_configurations(L * L)
-    powers = 2 ** np.arange(L * L, dtype=np.int64)
-    smallest = np.full(len(states), np.iinfo(np.int64).max)
-    for perm, flip in zip(*space_group_with_spin_flip(L)):
-        smallest = np.minimum(smallest, (flip * states[:, perm] > 0) @ powers)
-    codes, sizes = np.unique(smallest, return_counts=True)
-    representatives = np.where((codes[:, None] >> np.arange(L * L)) & 1, 1.0, -1.0)
-    return representatives, sizes
-
-
-def sz0_configurations(n_sites: int) -> np.ndarray:
-    """All configurations with total Sz = 0, shape (C(n, n/2), n_sites), entries +-1 (float)."""
-    n_up = n_sites // 2
-    count = math.comb(n_sites, n_up)
-    out = -np.ones((count, n_sites))
-    for row, ups in enumerate(itertools.combinations(range(n_sites), n_up)):
-        out[row, list(ups)] = 1.0
-    return out
 
 
 @dataclass(frozen=True)
@@ -283,22 +177,6 @@ def connected_logpsi(logpsi: LogPsi, params: object, x: jax.Array, rows: jax.Arr
 
     out = jax.lax.fori_loop(0, (count + batch - 1) // batch, body, out)
     return out[:m]
-
-
-def map_in_chunks(fn: Callable[[jax.Array], jax.Array], x: jax.Array, chunk: int) -> jax.Array:
-    """Apply ``fn`` (batch -> batch) to ``x`` in sequential chunks of at most ``chunk`` rows.
-
-    The rows are padded (with copies of the first row) to a multiple of the chunk and the
-    padding is dropped from the result. With ``n <= chunk`` this is a single call.
-    """
-    n = x.shape[0]
-    if n <= chunk:
-        return fn(x)
-    n_chunks = -(-n // chunk)
-    pad = n_chunks * chunk - n
-    xp = jnp.concatenate([x, jnp.repeat(x[:1], pad, axis=0)]) if pad else x
-    out = jax.lax.map(fn, xp.reshape((n_chunks, chunk) + x.shape[1:]))
-    return out.reshape((n_chunks * chunk,) + out.shape[2:])[:n]
 
 
 def marshall_log_sign(L: int, x: jax.Array) -> jax.Array:

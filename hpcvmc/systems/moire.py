@@ -21,18 +21,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hpcvmc.chunking import map_in_chunks
 from hpcvmc.config import REQUIRED, InputError, option
 from hpcvmc.laplacian import METHODS as LAPLACIAN_METHODS
 from hpcvmc.progress import format_energy
 from hpcvmc.registry import Component, register
 from hpcvmc.systems.ewald import Ewald2D
-from hpcvmc.systems.lattice import map_in_chunks
 from hpcvmc.systems.moire_lattice import (
     NAMED_SUPERCELLS,
     MoireParameters,
     moire_sites,
     potential_wave_vectors,
 )
+from hpcvmc.torus import wrap_into_cell
 
 LogPsi = Callable[[Any, jax.Array], jax.Array]
 """log psi(params, x): x of shape (batch, N, 2) -> complex log psi of shape (batch,)."""
@@ -105,9 +106,7 @@ class Moire:
         Returns:
             Equivalent positions r = (s mod 1) L, shape (..., 2).
         """
-        cell = jnp.asarray(self.cell)
-        frac = x @ jnp.asarray(np.linalg.inv(self.cell))
-        return (frac - jnp.floor(frac)) @ cell
+        return wrap_into_cell(x, self.cell)
 
     def potential_energy(self, x: jax.Array) -> jax.Array:
         """Moire potential of all electrons, V(r) = -2 (V/E0) sum_i sum_n cos(g_n . r_i + phi).

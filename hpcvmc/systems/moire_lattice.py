@@ -143,6 +143,45 @@ def supercell_reciprocal(M: IntMatrix) -> np.ndarray:
     return 2.0 * np.pi * np.linalg.inv(supercell_cell(M)).T
 
 
+def lattice_shell(basis: np.ndarray, cutoff: float, unit: float = 1.0) -> np.ndarray:
+    """Integer coordinates n of the lattice vectors n_1 v_1 + n_2 v_2 with length <= cutoff.
+
+    Lengths are measured in ``unit`` (|n_1 v_1 + n_2 v_2| / unit), kept up to cutoff + 1e-9
+    (rounding on the boundary) and ordered by that length; vectors of equal length keep the
+    lexicographic order of (n_1, n_2).
+
+    Args:
+        basis: rows v_1, v_2, shape (2, 2).
+        cutoff: largest length, in ``unit``.
+        unit: the length unit of ``cutoff``, in the units of ``basis``.
+
+    Returns:
+        Integers (n_1, n_2), shape (n, 2), the zero vector first.
+    """
+    r = int(np.ceil(cutoff * unit / np.min(np.linalg.svd(basis, compute_uv=False)))) + 1
+    span = np.arange(-r, r + 1)
+    n = np.stack(np.meshgrid(span, span, indexing="ij"), axis=-1).reshape(-1, 2)
+    norm = np.linalg.norm(n @ basis, axis=1) / unit
+    keep = norm <= cutoff + 1e-9
+    return n[keep][np.argsort(norm[keep], kind="stable")]
+
+
+def supercell_plane_waves(M: IntMatrix, g_max: float) -> np.ndarray:
+    """Supercell reciprocal vectors Q = n_1 B_1 + n_2 B_2 with |Q| <= g_max |g_1|.
+
+    The plane-wave basis exp(i Q . r) of the Hartree-Fock reference and of the Slater and
+    Psiformer orbitals: periodic on the supercell torus.
+
+    Args:
+        M: supercell matrix.
+        g_max: cut-off in units of |g_1| = 4 pi / sqrt3.
+
+    Returns:
+        Integers (n_1, n_2), shape (n_Q, 2), sorted by |Q| (:func:`lattice_shell`, Q = 0 first).
+    """
+    return lattice_shell(supercell_reciprocal(M), g_max * G_NORM)
+
+
 def moire_coordinates(k: np.ndarray) -> np.ndarray:
     """Coordinates f of wave vectors on the moire reciprocal basis, k = f_1 b_1 + f_2 b_2.
 
