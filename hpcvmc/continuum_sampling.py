@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hpcvmc.config import InputError, option
-from hpcvmc.metropolis import Metropolis
+from hpcvmc.metropolis import ChainSamplerConfig, Metropolis
 from hpcvmc.parallel import Comm
 from hpcvmc.registry import Component, register
 from hpcvmc.torus import wrap_into_cell
@@ -134,15 +134,10 @@ class GaussianMoves:
 
 
 @dataclass(frozen=True, kw_only=True)
-class GaussianSamplerConfig:
+class GaussianSamplerConfig(ChainSamplerConfig):
     """Metropolis with Gaussian moves of electron positions on the supercell torus (moire)."""
 
     type: str = option("gaussian", "Sampler type.")
-    n_chains: int = option(64, "Markov chains in total (divided evenly over ranks).", positive=True)
-    n_samples: int = option(
-        1024, "Samples per step in total, over all chains (a multiple of n_chains).",
-        positive=True,
-    )
     sweeps: int = option(
         10, "Sweeps between two recorded samples (thinning); a sweep is one all-electron move "
         "or N one-electron moves.", positive=True,
@@ -166,20 +161,11 @@ class GaussianSamplerConfig:
 
     def validate(self, cfg: Any) -> None:
         """Cross-key checks."""
-        if self.n_samples % self.n_chains:
-            raise InputError(
-                f"sampler.n_samples = {self.n_samples} is not a multiple of "
-                f"sampler.n_chains = {self.n_chains}"
-            )
+        super().validate(cfg)
         if self.target_acceptance >= 1.0:
             raise InputError(
                 f"sampler.target_acceptance = {self.target_acceptance} must be < 1"
             )
-
-    @property
-    def samples_per_chain(self) -> int:
-        """Samples each chain records per step."""
-        return self.n_samples // self.n_chains
 
 
 def gaussian_from_config(cfg: GaussianSamplerConfig, system: Any, seed: int, comm: Comm) -> Metropolis:

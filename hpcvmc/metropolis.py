@@ -35,6 +35,7 @@ from typing import Any, ClassVar, NamedTuple, Protocol
 import jax
 import jax.numpy as jnp
 
+from hpcvmc.config import InputError, option
 from hpcvmc.parallel import Comm
 from hpcvmc.protocols import PURPOSE_BURN_IN, PURPOSE_INIT, PURPOSE_STEP, Batch, LogPsi
 
@@ -88,6 +89,32 @@ class MoveRule(Protocol):
 
     def adapt(self, before: Any, after: Any) -> Any:
         """``after`` with the rule's fields adapted to the acceptance since ``before``."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChainSamplerConfig:
+    """The keys every Markov-chain sampler has: chains and samples per step (a base class of the
+    sampler configs; the input reference shows its keys in each of them)."""
+
+    type: str = option("", "Sampler type.")
+    n_chains: int = option(64, "Markov chains in total (divided evenly over ranks).", positive=True)
+    n_samples: int = option(
+        1024, "Samples per step in total, over all chains (a multiple of n_chains).",
+        positive=True,
+    )
+
+    def validate(self, cfg: Any) -> None:
+        """Every chain records the same number of samples."""
+        if self.n_samples % self.n_chains:
+            raise InputError(
+                f"sampler.n_samples = {self.n_samples} is not a multiple of "
+                f"sampler.n_chains = {self.n_chains}"
+            )
+
+    @property
+    def samples_per_chain(self) -> int:
+        """Samples each chain records per step."""
+        return self.n_samples // self.n_chains
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hpcvmc.config import InputError, option
-from hpcvmc.metropolis import ChainState, Metropolis
+from hpcvmc.metropolis import ChainSamplerConfig, ChainState, Metropolis
 from hpcvmc.parallel import Comm
 from hpcvmc.protocols import PURPOSE_STEP, Batch, LogPsi
 from hpcvmc.registry import Component, register
@@ -124,15 +124,10 @@ class SpinFlipMoves(_UniformSpinMoves):
 
 
 @dataclass(frozen=True, kw_only=True)
-class ExchangeSamplerConfig:
+class ExchangeSamplerConfig(ChainSamplerConfig):
     """Metropolis with spin-exchange moves between nearest and next-nearest neighbours."""
 
     type: str = option("exchange", "Sampler type.")
-    n_chains: int = option(64, "Markov chains in total (divided evenly over ranks).", positive=True)
-    n_samples: int = option(
-        1024, "Samples per step in total, over all chains (a multiple of n_chains).",
-        positive=True,
-    )
     sweeps: int = option(
         1, "Sweeps (n_sites proposals each) between two recorded samples (thinning).",
         positive=True,
@@ -141,19 +136,6 @@ class ExchangeSamplerConfig:
     discard: int = option(0, "Sweeps discarded at the start of every step.", minimum=0)
 
     requires: ClassVar[frozenset[str]] = frozenset({"spins", "fixed_magnetization"})
-
-    def validate(self, cfg: Any) -> None:
-        """Cross-key checks."""
-        if self.n_samples % self.n_chains:
-            raise InputError(
-                f"sampler.n_samples = {self.n_samples} is not a multiple of "
-                f"sampler.n_chains = {self.n_chains}"
-            )
-
-    @property
-    def samples_per_chain(self) -> int:
-        """Samples each chain records per step."""
-        return self.n_samples // self.n_chains
 
 
 @dataclass(frozen=True, kw_only=True)
