@@ -13,17 +13,20 @@ code 2 before any work starts.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import difflib
 import hashlib
 import json
 import math
+import re
 import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 
 class InputError(Exception):
@@ -576,6 +579,8 @@ def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin in (types.UnionType, typing.Union):
         return " or ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
+    if origin is dict:
+        return "a table"
     if origin is list:
         inner = _type_name(typing.get_args(tp)[0]).split(" ", 1)[1]
         return f"a list of {inner.replace('list ', 'lists ')}s".replace("ss", "s")
@@ -599,6 +604,14 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         if not isinstance(value, list):
             raise InputError(f"{path} must be {_type_name(tp)}, got {value!r}")
         return [_coerce(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        key_tp, item_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise InputError(f"{path} must be {_type_name(tp)}, got {value!r}")
+        return {_coerce(k, key_tp, path): _coerce(v, item_tp, f"{path}.{k}")
+                for k, v in value.items()}
+    if tp is Any:
+        return value
     if tp is bool:
         ok = isinstance(value, bool)
     elif tp is int:
@@ -680,7 +693,14 @@ def parse_overrides(overrides: list[str]) -> dict[str, dict[str, Any]]:
     return tables
 
 
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
 def _to_toml_value(value: Any) -> str:
+    if isinstance(value, dict):
+        items = (f"{k if _BARE_KEY.fullmatch(k) else json.dumps(k)} = {_to_toml_value(v)}"
+                 for k, v in value.items())
+        return "{" + ", ".join(items) + "}"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
@@ -745,7 +765,23 @@ def load(path: str | Path, overrides: list[str] | None = None) -> Config:
     Raises:
         InputError: a missing or unreadable file, bad TOML, or a bad key or value.
     """
-    return loads(_read_input(path), overrides, source=str(path))
+    with _reading(path):
+        return loads(_read_input(path), overrides, source=str(path))
+
+
+INPUT_DIR: contextvars.ContextVar[Path | None] = contextvars.ContextVar("input_dir", default=None)
+"""The folder of the input file being read (None: the working directory): where a
+``module:Name`` key finds ``module.py`` when ``module`` is not on the Python path."""
+
+
+@contextlib.contextmanager
+def _reading(path: str | Path) -> Iterator[None]:
+    """Set :data:`INPUT_DIR` to the folder of ``path`` while it is parsed and validated."""
+    token = INPUT_DIR.set(Path(path).resolve().parent)
+    try:
+        yield
+    finally:
+        INPUT_DIR.reset(token)
 
 
 def _read_input(path: str | Path) -> str:
@@ -771,6 +807,12 @@ def load_system(path: str | Path, overrides: list[str] | None = None) -> Any:
         InputError: as :func:`load`, or a missing [system] section.
     """
     path = Path(path)
+    with _reading(path):
+        return _system_section(path, overrides)
+
+
+def _system_section(path: Path, overrides: list[str] | None) -> Any:
+    """The body of :func:`load_system`."""
     try:
         tables = tomllib.loads(_read_input(path))
     except tomllib.TOMLDecodeError as exc:
