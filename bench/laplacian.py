@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hpcvmc import config as C
-from hpcvmc.build import MODEL_BUILDERS, SYSTEM_BUILDERS
+from hpcvmc.build import system_and_model
 from hpcvmc.laplacian import METHODS
 
 JOBS = ("jobs/psiformer_9sites_eps10.toml", "jobs/psiformer_27sites_eps10.toml")
@@ -43,8 +43,7 @@ def timed(fn, *args, repeats: int) -> tuple[float, float, object]:
 def bench_job(path: str, n_walkers: int, repeats: int) -> list[dict]:
     """One row per Laplacian method for the model and system of one job file."""
     cfg = C.load(path)
-    system = SYSTEM_BUILDERS[cfg.system.type](cfg.system)
-    model = MODEL_BUILDERS[cfg.model.type](cfg.model, system)
+    system, model = system_and_model(cfg)
     params = model.init(jax.random.PRNGKey(0), jnp.ones((1,) + system.config_shape))["params"]
     frac = jax.random.uniform(jax.random.PRNGKey(1), (n_walkers,) + system.config_shape)
     walkers = frac @ jnp.asarray(system.cell)

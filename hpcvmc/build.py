@@ -1,14 +1,15 @@
-"""Turn a validated Config into objects: the one registry-based place where strings become code.
+"""Turn a validated Config into objects: every ``[section] type`` through the registry.
 
-Each ``[section] type`` maps to a builder here; adding a system, model, sampler or optimizer
-means adding one entry to a table below (and its config class in :mod:`hpcvmc.config`).
+:func:`build` looks each section's component up in :mod:`hpcvmc.registry` (built-in or
+plug-in) and calls its ``build``; nothing here knows a particular system, model, sampler or
+optimizer.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -16,72 +17,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from hpcvmc import config as C
-from hpcvmc.optim.natural_gradient import NaturalGradient
+from hpcvmc import registry
 from hpcvmc.parallel import Comm
-from hpcvmc.sampling import PURPOSE_PARAMS, ExactSampler, ExchangeSampler
-from hpcvmc.systems import lattice
+from hpcvmc.protocols import PURPOSE_PARAMS, Optimizer, Sampler, System
 
 
-def _rbm(cfg: C.RBMConfig, system: Any) -> nn.Module:
-    from hpcvmc.models.rbm import RBM
-
-    return RBM(alpha=cfg.alpha, dtype=cfg.dtype)
-
-
-def _vit(cfg: C.ViTConfig, system: Any) -> nn.Module:
-    from hpcvmc.models.vit import ViT
-
-    return ViT(L=system.L, patch=cfg.patch, d_model=cfg.d_model, n_heads=cfg.n_heads,
-               n_layers=cfg.n_layers, attention=cfg.attention, mlp_factor=cfg.mlp_factor,
-               symmetrize=cfg.symmetrize, dtype=cfg.dtype)
-
-
-def _slater(cfg: C.SlaterConfig, system: Any) -> nn.Module:
-    from hpcvmc.models import slater
-
-    return slater.from_config(cfg, system)
-
-
-def _psiformer(cfg: C.PsiformerConfig, system: Any) -> nn.Module:
-    from hpcvmc.models import psiformer
-
-    return psiformer.from_config(cfg, system)
-
-
-def _moire(cfg: C.MoireConfig) -> Any:
-    from hpcvmc.systems import moire
-
-    return moire.from_config(cfg)
-
-
-SYSTEM_BUILDERS: dict[str, Callable[[Any], Any]] = {"j1j2": lattice.from_config, "moire": _moire}
-MODEL_BUILDERS: dict[str, Callable[[Any, Any], nn.Module]] = {
-    "rbm": _rbm, "vit": _vit, "slater": _slater, "psiformer": _psiformer,
-}
-
-
-def _schedule(initial: float, final: float | None, decay: str, steps: int) -> Callable | float:
-    """A constant, or a decay from ``initial`` to ``final`` over ``steps`` (optax schedule)."""
-    import optax
-
-    if final is None or steps == 0:
-        return initial
-    if decay == "exponential":
-        return optax.exponential_decay(initial, transition_steps=steps, decay_rate=final / initial)
-    if decay == "cosine":
-        return optax.cosine_decay_schedule(initial, decay_steps=steps, alpha=final / initial)
-    return optax.linear_schedule(initial, final, transition_steps=steps)
-
-
-def build_optimizer(cfg: C.MinSRConfig, steps: int) -> NaturalGradient:
-    """The natural-gradient optimizer with its learning-rate and diagonal-shift schedules."""
-    return NaturalGradient(
-        learning_rate=_schedule(cfg.learning_rate, cfg.learning_rate_final, cfg.decay, steps),
-        diag_shift=_schedule(cfg.diag_shift, cfg.diag_shift_final, cfg.decay, steps),
-        method=cfg.method,
-        spring_mu=cfg.momentum,
-        max_update_norm=cfg.max_update_norm,
-    )
+def component(section: str, cfg: Any) -> registry.Component:
+    """The registered component of a validated section (its plug-in module is loaded already)."""
+    return registry.lookup(section, cfg.type)
 
 
 @dataclass(frozen=True)
@@ -91,19 +34,19 @@ class Setup:
     Attributes:
         config: the validated input.
         comm: the communicator.
-        system: the physical system (local energy, configuration shape).
-        model: the flax module.
-        sampler: ExchangeSampler, ExactSampler or GaussianSampler.
-        optimizer: the natural-gradient optimizer.
-        chain_ids: global indices of this rank's chains (empty for the exact sampler).
+        system: the physical system (:class:`hpcvmc.protocols.System`).
+        model: the flax module returning log psi.
+        sampler: the sampler (:class:`hpcvmc.protocols.Sampler`).
+        optimizer: the optimizer (:class:`hpcvmc.protocols.Optimizer`).
+        chain_ids: global indices of this rank's chains (empty for an exact sampler).
     """
 
     config: C.Config
     comm: Comm
-    system: Any
+    system: System
     model: nn.Module
-    sampler: Any
-    optimizer: NaturalGradient
+    sampler: Sampler
+    optimizer: Optimizer
     chain_ids: np.ndarray
 
     def logpsi(self, params: Any, x: jax.Array) -> jax.Array:
@@ -117,38 +60,24 @@ class Setup:
         return self.model.init(key, dummy)["params"]
 
 
-def _chain_sampler(scfg: Any, system: Any, seed: int) -> Any:
-    """The Markov-chain sampler of a ``[sampler]`` section (exchange or gaussian)."""
-    if isinstance(scfg, C.GaussianSamplerConfig):
-        from hpcvmc import continuum_sampling
-
-        return continuum_sampling.from_config(scfg, system, seed)
-    return ExchangeSampler(
-        n_sites=system.n_sites, pairs=system.exchange_pairs(),
-        samples_per_chain=scfg.samples_per_chain, sweeps=scfg.sweeps,
-        burn_in=scfg.burn_in, discard=scfg.discard, seed=seed,
-    )
+def system_and_model(config: C.Config) -> tuple[System, nn.Module]:
+    """The system and the model of a validated Config (no parameters are computed). A model
+    that runs its network ``n_terms`` times per configuration (a symmetrized one) divides the
+    system's ``chunk_size`` by that number."""
+    system = component("system", config.system).build(config.system)
+    model = component("model", config.model).build(config.model, system)
+    terms = getattr(model, "n_terms", 1)
+    if terms > 1:
+        system = dataclasses.replace(system, chunk_size=max(1, system.chunk_size // terms))
+    return system, model
 
 
 def build(config: C.Config, comm: Comm) -> Setup:
     """Build system, model, sampler and optimizer from a validated Config."""
     C.check_ranks(config, comm.size)
-    if config.system.type not in SYSTEM_BUILDERS:
-        raise C.InputError(f"system.type = {config.system.type!r} has no VMC driver yet "
-                           "(its references: hpcvmc reference)")
-    system = SYSTEM_BUILDERS[config.system.type](config.system)
-    model = MODEL_BUILDERS[config.model.type](config.model, system)
-    terms = getattr(model, "n_terms", 1)
-    if terms > 1:  # a symmetrized model runs its network |G| times per configuration
-        system = dataclasses.replace(system, chunk_size=max(1, system.chunk_size // terms))
-    scfg = config.sampler
-    if isinstance(scfg, C.ExactSamplerConfig):
-        sampler: Any = (ExactSampler.for_orbits(system.L, comm) if scfg.orbits
-                        else ExactSampler.for_sites(system.n_sites, comm))
-        chain_ids = np.zeros(0, dtype=np.int64)
-    else:
-        sampler = _chain_sampler(scfg, system, config.run.seed)
-        per_rank = scfg.n_chains // comm.size
-        chain_ids = np.arange(comm.rank * per_rank, (comm.rank + 1) * per_rank)
-    optimizer = build_optimizer(config.optimizer, config.run.steps)
+    system, model = system_and_model(config)
+    sampler = component("sampler", config.sampler).build(config.sampler, system, config.run.seed, comm)
+    per_rank = getattr(config.sampler, "n_chains", 0) // comm.size
+    chain_ids = np.arange(comm.rank * per_rank, (comm.rank + 1) * per_rank)
+    optimizer = component("optimizer", config.optimizer).build(config.optimizer, config.run.steps)
     return Setup(config, comm, system, model, sampler, optimizer, chain_ids)

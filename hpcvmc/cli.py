@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from hpcvmc import __version__
-from hpcvmc.config import Config, InputError, J1J2Config, check_ranks, load, load_system, loads
+from hpcvmc import __version__, registry
+from hpcvmc.config import Config, InputError, check_ranks, load, load_system, loads
 from hpcvmc.outputs import EXIT_IO, OutputError, refuse_existing, writing
 
 EXIT_INPUT = 2
@@ -171,27 +171,23 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _exact_energy(system: J1J2Config, allow_known: bool) -> tuple[float, str]:
-    from hpcvmc.reference import lattice_ed
+def _exact_energy(system: Any, allow_known: bool) -> tuple[float, str]:
+    """(energy, source) from the solver the system config names in ``exact_solver``
+    ("module:function", called as ``function(system, allow_known)``).
 
-    if system.n_sites <= lattice_ed.MAX_ED_SITES:
-        return lattice_ed.ground_state_energy(system.L, system.J1, system.J2), "Lanczos ED, Sz = 0"
-    known = lattice_ed.known_energy(system.L, system.J1, system.J2)
-    if known is not None and allow_known:
-        return known, "published (Schulz, Ziman, Poilblanc 1996)"
-    hint = " (pass --known for the published value)" if known is not None else ""
-    raise InputError(
-        f"system.L = {system.L}: exact diagonalization is limited to "
-        f"{lattice_ed.MAX_ED_SITES} sites{hint}"
-    )
+    Raises:
+        InputError: the system has no exact solver, or the solver refuses (e.g. too large).
+    """
+    spec = getattr(system, "exact_solver", None)
+    if spec is None:
+        raise InputError(f"system.type = {system.type!r} has no exact solver (for moire "
+                         "electrons: hpcvmc reference)")
+    return registry.load_object(spec, "system.exact_solver")(system, allow_known)
 
 
 def cmd_exact(args: argparse.Namespace) -> int:
-    """Exact ground-state energy of the input's lattice (the input needs only [system])."""
+    """Exact ground-state energy of the input's system (the input needs only [system])."""
     system = load_system(args.input, overrides=args.set)
-    if not isinstance(system, J1J2Config):
-        raise InputError(f"system.type = {system.type!r}: hpcvmc exact is for j1j2; "
-                         "use hpcvmc reference for moire electrons")
     energy, source = _exact_energy(system, args.known)
     n = system.n_sites
     result = {"energy": energy, "energy_per_site": energy / n, "n_sites": n, "source": source}
@@ -283,7 +279,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     info = _summary(run_dir)
     exact = None
     config = load(run_dir / "input.toml") if (run_dir / "input.toml").is_file() else None
-    if config is not None and isinstance(config.system, J1J2Config):
+    if config is not None and getattr(config.system, "exact_solver", None) is not None:
         try:
             exact, _ = _exact_energy(config.system, allow_known=True)
         except InputError:
@@ -336,12 +332,12 @@ def cmd_reference(args: argparse.Namespace) -> int:
 
     The input needs only [system]; the default output is ``<run.output>_<kind>.json``, with
     run.output's default when the file has no [run]."""
-    from hpcvmc.config import MoireConfig, RunConfig
+    from hpcvmc.config import RunConfig
 
     if args.kind not in ("hf", "bped"):
         raise InputError(f"hpcvmc reference: unknown kind {args.kind!r} (hf or bped)")
     system = load_system(args.input, overrides=args.set)
-    if not isinstance(system, MoireConfig):
+    if "moire" not in system.capabilities:
         raise InputError(f"system.type = {system.type!r}: hpcvmc reference is for "
                          "moire electrons (use hpcvmc exact for lattices)")
     from hpcvmc.systems.moire_lattice import MoireParameters

@@ -1,10 +1,12 @@
 """The TOML input: frozen, typed configuration objects with documented defaults.
 
 An input file has the sections ``[system]``, ``[model]``, ``[sampler]``, ``[optimizer]`` and
-``[run]``. Sections with a ``type`` key select their class
-from a registry (``SYSTEMS``, ``MODELS``, ...). Every key is declared once, with its type,
-default and meaning, in the dataclasses below: :func:`input_reference` renders them as the
-Markdown table of README.md (a test checks that the two agree).
+``[run]``. The ``type`` key of the first four selects a component (:mod:`hpcvmc.registry`: a
+built-in, or a plug-in ``"module:Name"``), whose config dataclass, declared beside its code with
+:func:`option`, says every key once with its type, default and meaning: :func:`input_reference`
+renders them as the Markdown tables of README.md (a test checks that the two agree). A model or
+sampler config may declare ``requires`` (capability words) that the system config's
+``capabilities`` must contain.
 
 Unknown keys (with a "did you mean"), wrong types and impossible values raise
 :class:`InputError` with a one-line message that names the key path; the CLI turns it into exit
@@ -27,6 +29,8 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
+
+from hpcvmc import registry
 
 
 class InputError(Exception):
@@ -62,421 +66,8 @@ def option(
 REQUIRED = dataclasses.MISSING
 
 
-# ------------------------------------------------------------------------------------------------
-# Systems
-# ------------------------------------------------------------------------------------------------
-@dataclass(frozen=True, kw_only=True)
-class J1J2Config:
-    """Spin 1/2 J1-J2 Heisenberg model on the L x L periodic square lattice, total Sz = 0."""
-
-    type: str = option("j1j2", "System type.")
-    L: int = option(REQUIRED, "Linear size of the L x L periodic lattice (sites).", minimum=2)
-    J1: float = option(1.0, "Nearest-neighbour coupling (energy unit).")
-    J2: float = option(0.0, "Next-nearest-neighbour (diagonal) coupling, in units of J1.")
-    marshall_sign: bool = option(
-        True, "Multiply the wave function by the Marshall sign (-1)^(N_up on sublattice A)."
-    )
-    chunk_size: int = option(
-        256, "Configurations per network call in the local energy (bounds the memory; "
-        "divided by the number of terms of a symmetrized ViT; 64-256 are fastest on a CPU, a "
-        "GPU wants thousands).",
-        positive=True, numerical=True,
-    )
-
-    def validate(self, cfg: Config) -> None:
-        """Cross-key checks."""
-        if (self.L * self.L) % 2:
-            raise InputError(
-                f"system.L = {self.L} gives {self.L ** 2} sites: total Sz = 0 needs an even "
-                "number of sites"
-            )
-
-    @property
-    def n_sites(self) -> int:
-        """Number of lattice sites."""
-        return self.L * self.L
-
-
-NAMED_MOIRE_SUPERCELLS = (3, 9, 12, 21, 27)
-LAPLACIAN_METHODS = ("forward", "loop", "hessian")
-
-
-@dataclass(frozen=True, kw_only=True)
-class MoireConfig:
-    """2D electrons in a triangular moire potential with Coulomb repulsion on a supercell torus.
-
-    Lengths in a_M, energies in E0 = hbar^2 / (m* a_M^2) (see docs/physics.md section 4).
-    """
-
-    type: str = option("moire", "System type.")
-    m_star: float = option(0.35, "Effective mass m* in units of the electron mass.", positive=True)
-    a_M: float = option(8.031, "Moire period a_M in nm.", positive=True)
-    V: float = option(15.0, "Moire potential amplitude V in meV.")
-    phi: float = option(45.0, "Moire potential phase phi in degrees.")
-    epsilon: float = option(10.0, "Dielectric constant epsilon.", positive=True)
-    V_E0: float | None = option(None, "V / E0 directly (overrides V when set).")
-    U: float | None = option(
-        None, "Coulomb strength U = a_M / a_B* directly (overrides epsilon when set).", minimum=0.0
-    )
-    sites: int = option(
-        9, "Named supercell: its number of moire sites.",
-        choices=NAMED_MOIRE_SUPERCELLS,
-    )
-    supercell: list[list[int]] | None = option(
-        None, "General supercell as an integer matrix [[M00, M01], [M10, M11]] (overrides sites)."
-    )
-    n_electrons: int = option(REQUIRED, "Number of electrons N.", positive=True)
-    spin_polarized: bool = option(True, "All electrons spin up (else N/2 up, N/2 down).")
-    chunk_size: int = option(
-        256, "Walkers per local-energy chunk (bounds the Laplacian's memory).", positive=True,
-        numerical=True,
-    )
-    laplacian: str = option(
-        "forward", "Laplacian of log psi in the kinetic energy: forward (folx forward Laplacian), "
-        "loop (nested jvp per coordinate) or hessian (trace of the full Hessian, for checks).",
-        choices=LAPLACIAN_METHODS, numerical=True,
-    )
-
-    def validate(self, cfg: Config) -> None:
-        """Cross-key checks."""
-        if self.supercell is not None:
-            shape_ok = len(self.supercell) == 2 and all(len(row) == 2 for row in self.supercell)
-            if not shape_ok:
-                raise InputError("system.supercell must be a 2 x 2 integer matrix")
-            (m00, m01), (m10, m11) = self.supercell
-            if m00 * m11 - m01 * m10 == 0:
-                raise InputError("system.supercell is singular (zero area)")
-        if not self.spin_polarized and self.n_electrons % 2:
-            raise InputError(
-                f"system.n_electrons = {self.n_electrons} is odd: an unpolarized state needs an "
-                "even number (or set system.spin_polarized = true)"
-            )
-
-
-# ------------------------------------------------------------------------------------------------
-# Models
-# ------------------------------------------------------------------------------------------------
 DTYPES = ("float64", "float32")
-
-
-@dataclass(frozen=True, kw_only=True)
-class RBMConfig:
-    """Restricted Boltzmann machine with real parameters and complex output.
-
-    log psi(s) = sum_j log cosh(a_j + i b_j), a = W_a s + c_a, b = W_b s + c_b.
-    """
-
-    type: str = option("rbm", "Model type.")
-    alpha: int = option(2, "Hidden-unit density: alpha * n_sites hidden units.", positive=True)
-    dtype: str = option(
-        "float64", "Compute precision of the network (parameters, optimizer state, energies and "
-        "the update stay float64).", choices=DTYPES,
-    )
-
-    def validate(self, cfg: Config) -> None:
-        """Cross-key checks."""
-        if not isinstance(cfg.system, J1J2Config):
-            raise InputError("model.type = 'rbm' needs a lattice system (system.type = 'j1j2')")
-
-
-@dataclass(frozen=True, kw_only=True)
-class ViTConfig:
-    """Vision Transformer over b x b patches (Viteritti, Rende, Becca; Rende & Viteritti)."""
-
-    type: str = option("vit", "Model type.")
-    patch: int = option(2, "Patch side b: the lattice is cut into (L/b)^2 tokens.", positive=True)
-    d_model: int = option(16, "Token dimension d.", positive=True)
-    n_heads: int = option(4, "Attention heads h (d must be divisible by h).", positive=True)
-    n_layers: int = option(2, "Encoder blocks.", positive=True)
-    attention: str = option(
-        "factored", "Attention kind: position-only weights or softmax(QK^T).",
-        choices=("factored", "standard"),
-    )
-    mlp_factor: int = option(4, "MLP hidden width in units of d.", positive=True)
-    symmetrize: str = option(
-        "none", "Projection onto lattice symmetries (costs one forward pass per group element: b^2 for translations, 16 b^2 for full).",
-        choices=("none", "translations", "full"),
-    )
-    dtype: str = option(
-        "float64", "Compute precision of the network (parameters, optimizer state, energies and "
-        "the update stay float64).", choices=DTYPES,
-    )
-
-    def validate(self, cfg: Config) -> None:
-        """Cross-key checks: d divisible by h, L divisible by b."""
-        if self.d_model % self.n_heads:
-            raise InputError(
-                f"model.d_model = {self.d_model} is not divisible by model.n_heads = {self.n_heads}"
-            )
-        if isinstance(cfg.system, J1J2Config) and cfg.system.L % self.patch:
-            raise InputError(
-                f"system.L = {cfg.system.L} is not divisible by model.patch = {self.patch}"
-            )
-        if not isinstance(cfg.system, J1J2Config):
-            raise InputError("model.type = 'vit' needs a lattice system (system.type = 'j1j2')")
-
-
-@dataclass(frozen=True, kw_only=True)
-class SlaterConfig:
-    """Slater determinants of periodic supercell plane waves, optional two-body Jastrow (moire).
-
-    psi = exp(J) sum_k w_k det[phi^k_j(r_i)], phi^k_j(r) = sum_Q C^k[Q, j] exp(i Q.r) over the
-    supercell reciprocal vectors |Q| <= g_max |g_1| (hpcvmc/models/slater.py).
-    """
-
-    type: str = option("slater", "Model type.")
-    n_determinants: int = option(1, "Number of determinants K (summed with learnable weights).",
-                                 positive=True)
-    g_max: float = option(
-        3.0, "Plane-wave cut-off: norm of Q at most g_max times that of g_1 (4 pi/sqrt3 per a_M); "
-        "3.0 = the default Hartree-Fock basis.",
-        positive=True,
-    )
-    init: str = option(
-        "bands", "Initial orbitals: lowest non-interacting (band) orbitals or the lowest "
-        "spin-polarized Hartree-Fock state (hpcvmc.reference.hf, basis cut-off q_max = g_max).",
-        choices=("bands", "hf"),
-    )
-    init_noise: float = option(
-        0.0, "Random perturbation of the initial orbitals (relative norm; > 0 needed for K > 1).",
-        minimum=0.0,
-    )
-    jastrow: bool = option(
-        False, "Two-body Jastrow u(d) = c d/(1 + b d) with the 2D cusps c = U (opposite spins), U/3 "
-        "(equal spins) and a periodic distance d.",
-    )
-
-    def validate(self, cfg: Config) -> None:
-        """Cross-key checks: a moire system, K > 1 needs noise, hf needs spin polarization."""
-        if not isinstance(cfg.system, MoireConfig):
-            raise InputError("model.type = 'slater' needs electrons (system.type = 'moire')")
-        if self.n_determinants > 1 and self.init_noise == 0.0:
-            raise InputError(
-                f"model.n_determinants = {self.n_determinants} with model.init_noise = 0: the "
-                "determinants would start equal and stay equal; set model.init_noise > 0"
-            )
-        if self.init == "hf" and not cfg.system.spin_polarized:
-            raise InputError("model.init = 'hf' needs system.spin_polarized = true "
-                             "(the Hartree-Fock reference is spin-polarized only)")
-
-
-@dataclass(frozen=True, kw_only=True)
-class PsiformerConfig:
-    """Psiformer: self-attention orbitals over periodic electron features, determinants (moire).
-
-    phi^k_j(r_i; {r}) = a^k_j(h_i) chi^k_j(r_i), h from self-attention blocks over
-    [sin 2 pi s, cos 2 pi s, spin], chi a plane-wave envelope; psi = exp(J) sum_k det[phi^k]
-    (hpcvmc/models/psiformer.py).
-    """
-
-    type: str = option("psiformer", "Model type.")
-    n_layers: int = option(2, "Self-attention blocks (published: 4).", positive=True)
-    n_heads: int = option(4, "Attention heads H per block (published: 4).", positive=True)
-    width: int = option(
-        32, "Width d of the electron stream; head dimension d/H (published: 64).", positive=True
-    )
-    n_determinants: int = option(1, "Number of determinants K (published: 4).", positive=True)
-    envelope: str = option(
-        "plane_waves", "Orbital envelope: learnable supercell plane-wave orbitals (norm of Q at "
-        "most g_max times that of g_1) multiplying the network output, or none (the published "
-        "network).",
-        choices=("plane_waves", "none"),
-    )
-    g_max: float = option(
-        1.0, "Plane-wave cut-off of the envelope in units of the norm of g_1 (4 pi/sqrt3 per a_M).",
-        positive=True,
-    )
-    init: str = option(
-        "bands", "Initial envelope: lowest non-interacting orbitals or the lowest spin-polarized "
-        "Hartree-Fock state (basis cut-off q_max = g_max).",
-        choices=("bands", "hf"),
-    )
-    jastrow: bool = option(
-        True, "Two-body Jastrow u(d) = c d/(1 + b d) with the 2D cusps (as model.type = 'slater').",
-    )
-    dtype: str = option(
-        "float64", "Compute precision of the network (parameters, optimizer state, energies and "
-        "the update stay float64).", choices=DTYPES,
-    )
-
-    def validate(self, cfg: Config) -> None:
-        """Cross-key checks: moire system, d divisible by H, hf needs envelope and polarization."""
-        if not isinstance(cfg.system, MoireConfig):
-            raise InputError("model.type = 'psiformer' needs electrons (system.type = 'moire')")
-        if self.width % self.n_heads:
-            raise InputError(
-                f"model.width = {self.width} is not divisible by model.n_heads = {self.n_heads}"
-            )
-        if self.init == "hf" and self.envelope != "plane_waves":
-            raise InputError("model.init = 'hf' needs model.envelope = 'plane_waves' "
-                             "(the Hartree-Fock orbitals live in the envelope)")
-        if self.init == "hf" and not cfg.system.spin_polarized:
-            raise InputError("model.init = 'hf' needs system.spin_polarized = true "
-                             "(the Hartree-Fock reference is spin-polarized only)")
-
-
-# ------------------------------------------------------------------------------------------------
-# Samplers
-# ------------------------------------------------------------------------------------------------
-@dataclass(frozen=True, kw_only=True)
-class ExchangeSamplerConfig:
-    """Metropolis with spin-exchange moves between nearest and next-nearest neighbours."""
-
-    type: str = option("exchange", "Sampler type.")
-    n_chains: int = option(64, "Markov chains in total (divided evenly over ranks).", positive=True)
-    n_samples: int = option(
-        1024, "Samples per step in total, over all chains (a multiple of n_chains).",
-        positive=True,
-    )
-    sweeps: int = option(
-        1, "Sweeps (n_sites proposals each) between two recorded samples (thinning).",
-        positive=True,
-    )
-    burn_in: int = option(100, "Sweeps discarded before the first step.", minimum=0)
-    discard: int = option(0, "Sweeps discarded at the start of every step.", minimum=0)
-
-    def validate(self, cfg: Config) -> None:
-        """Cross-key checks."""
-        if self.n_samples % self.n_chains:
-            raise InputError(
-                f"sampler.n_samples = {self.n_samples} is not a multiple of "
-                f"sampler.n_chains = {self.n_chains}"
-            )
-        if not isinstance(cfg.system, J1J2Config):
-            raise InputError("sampler.type = 'exchange' needs a lattice system (system.type = 'j1j2')")
-
-    @property
-    def samples_per_chain(self) -> int:
-        """Samples each chain records per step."""
-        return self.n_samples // self.n_chains
-
-
-@dataclass(frozen=True, kw_only=True)
-class GaussianSamplerConfig:
-    """Metropolis with Gaussian moves of electron positions on the supercell torus (moire)."""
-
-    type: str = option("gaussian", "Sampler type.")
-    n_chains: int = option(64, "Markov chains in total (divided evenly over ranks).", positive=True)
-    n_samples: int = option(
-        1024, "Samples per step in total, over all chains (a multiple of n_chains).",
-        positive=True,
-    )
-    sweeps: int = option(
-        10, "Sweeps between two recorded samples (thinning); a sweep is one all-electron move "
-        "or N one-electron moves.", positive=True,
-    )
-    burn_in: int = option(
-        200, "Sweeps discarded before the first step (blocks of 10 with width adaptation).",
-        minimum=0,
-    )
-    discard: int = option(0, "Sweeps discarded at the start of every step.", minimum=0)
-    move: str = option(
-        "all", "Move all electrons at once, or one electron at a time.", choices=("all", "one")
-    )
-    width: float = option(0.2, "Initial move width (Gaussian standard deviation) in a_M.",
-                          positive=True)
-    target_acceptance: float = option(
-        0.5, "Acceptance the per-chain widths adapt to (in burn-in and after every step).",
-        positive=True,
-    )
-
-    def validate(self, cfg: Config) -> None:
-        """Cross-key checks."""
-        if self.n_samples % self.n_chains:
-            raise InputError(
-                f"sampler.n_samples = {self.n_samples} is not a multiple of "
-                f"sampler.n_chains = {self.n_chains}"
-            )
-        if self.target_acceptance >= 1.0:
-            raise InputError(
-                f"sampler.target_acceptance = {self.target_acceptance} must be < 1"
-            )
-        if not isinstance(cfg.system, MoireConfig):
-            raise InputError("sampler.type = 'gaussian' needs electrons (system.type = 'moire')")
-
-    @property
-    def samples_per_chain(self) -> int:
-        """Samples each chain records per step."""
-        return self.n_samples // self.n_chains
-
-
-EXACT_SAMPLER_MAX_STATES = 2_000_000
-
-
-@dataclass(frozen=True, kw_only=True)
-class ExactSamplerConfig:
-    """Full sum over the Sz = 0 sector, weights |psi|^2 (no Monte Carlo noise)."""
-
-    type: str = option("exact", "Sampler type.")
-    orbits: bool = option(
-        False, "Sum over one configuration per orbit of the space group x spin flip, weighted by "
-        "the orbit size (exact for a model projected with model.symmetrize = 'full'; 4 x 4: 107 "
-        "configurations instead of 12,870)."
-    )
-
-    def validate(self, cfg: Config) -> None:
-        """The sector must be small enough to enumerate; orbits need a G-invariant model."""
-        if not isinstance(cfg.system, J1J2Config):
-            raise InputError("sampler.type = 'exact' needs a lattice system (system.type = 'j1j2')")
-        if self.orbits and not (isinstance(cfg.model, ViTConfig) and cfg.model.symmetrize == "full"):
-            raise InputError(
-                "sampler.orbits = true needs a wave function invariant under the space group x "
-                "spin flip (model.type = 'vit' with model.symmetrize = 'full')"
-            )
-        n = cfg.system.n_sites
-        size = math.comb(n, n // 2)
-        if size > EXACT_SAMPLER_MAX_STATES:
-            raise InputError(
-                f"sampler.type = 'exact' cannot enumerate system.L = {cfg.system.L}: the Sz = 0 "
-                f"sector has {size} states (limit {EXACT_SAMPLER_MAX_STATES})"
-            )
-
-
-# ------------------------------------------------------------------------------------------------
-# Optimizer
-# ------------------------------------------------------------------------------------------------
-@dataclass(frozen=True, kw_only=True)
-class MinSRConfig:
-    """Natural gradient (minSR, or SR in parameter space when P < N_s)."""
-
-    type: str = option("minsr", "Optimizer type.")
-    learning_rate: float = option(0.01, "Initial learning rate.", positive=True)
-    learning_rate_final: float | None = option(
-        None, "Learning rate at the last step (decayed as `decay`); unset = constant.",
-        positive=True,
-    )
-    diag_shift: float = option(1e-4, "Initial diagonal shift lambda.", minimum=0.0)
-    diag_shift_final: float | None = option(
-        None, "Diagonal shift at the last step (decayed as `decay`); unset = constant.",
-        minimum=0.0,
-    )
-    decay: str = option(
-        "exponential", "Shape of the decays to the *_final values.",
-        choices=("exponential", "cosine", "linear"),
-    )
-    method: str = option(
-        "auto", "Solve in sample space (minsr), parameter space (sr), or auto: sr when P < N_s.",
-        choices=("auto", "minsr", "sr"),
-    )
-    momentum: float = option(0.0, "SPRING momentum mu in [0, 1) (0 = plain minSR).", minimum=0.0)
-    max_update_norm: float = option(
-        0.0, "Cap on the length of a parameter step, the Euclidean norm of learning rate x "
-        "natural gradient in parameter space: a longer step is scaled down to it (0 = no cap); the "
-        "history's update_scale shows where it acted.", minimum=0.0
-    )
-    chunk_size: int = option(
-        128, "Samples per Jacobian chunk (bounds the peak memory of the backward passes).",
-        positive=True
-    )
-    clip_local_energy: float = option(
-        0.0, "For the update only, clip E_L to mean +- this many mean absolute deviations "
-        "(real and imaginary parts; 0 = off). Reported energies are never clipped.", minimum=0.0
-    )
-
-    def validate(self, cfg: Config) -> None:
-        """SPRING momentum in [0, 1)."""
-        if self.momentum >= 1.0:
-            raise InputError(f"optimizer.momentum = {self.momentum} must be < 1 (range [0, 1))")
+"""Compute precisions a network may use (``model.dtype``; parameters always stay float64)."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -511,24 +102,8 @@ class RunConfig:
     )
 
 
-SYSTEMS: dict[str, type] = {"j1j2": J1J2Config, "moire": MoireConfig}
-MODELS: dict[str, type] = {
-    "rbm": RBMConfig, "vit": ViTConfig, "slater": SlaterConfig, "psiformer": PsiformerConfig,
-}
-SAMPLERS: dict[str, type] = {
-    "exchange": ExchangeSamplerConfig, "exact": ExactSamplerConfig,
-    "gaussian": GaussianSamplerConfig,
-}
-OPTIMIZERS: dict[str, type] = {"minsr": MinSRConfig}
-
-# section name -> registry of its types (or a single class for sections without `type`)
-SECTIONS: dict[str, dict[str, type] | type] = {
-    "system": SYSTEMS,
-    "model": MODELS,
-    "sampler": SAMPLERS,
-    "optimizer": OPTIMIZERS,
-    "run": RunConfig,
-}
+SECTIONS = (*registry.SECTIONS, "run")
+"""Every section of an input: those whose ``type`` selects a component, then [run]."""
 PHYSICS_SECTIONS = ("system", "model")
 
 
@@ -642,21 +217,28 @@ def _check_bounds(value: Any, meta: Mapping[str, Any], path: str) -> None:
         raise InputError(f"{path} = {value!r} must be > 0")
 
 
-def _build_section(name: str, raw: Mapping[str, Any]) -> Any:
+def section_class(name: str, raw: Mapping[str, Any], base_dir: Path | None = None) -> type:
+    """The config dataclass of section ``name`` as its ``type`` selects it ([run]: RunConfig).
+
+    Raises:
+        InputError: a missing or unknown ``type``, or a plug-in that cannot be loaded.
+    """
+    if name == "run":
+        return RunConfig
+    if "type" not in raw:
+        known = ", ".join(map(repr, registry.builtin_names(name)))
+        raise InputError(f"{name}.type is missing (one of {known}, or a plug-in 'module:Name')")
+    if not isinstance(raw["type"], str):
+        raise InputError(f"{name}.type must be a string, got {raw['type']!r}")
+    try:
+        return registry.lookup(name, raw["type"], base_dir).config
+    except registry.ComponentError as exc:
+        raise InputError(str(exc)) from None
+
+
+def _build_section(name: str, raw: Mapping[str, Any], base_dir: Path | None = None) -> Any:
     """Turn one TOML table into its dataclass, checking keys, types and bounds."""
-    spec = SECTIONS[name]
-    if isinstance(spec, dict):
-        if "type" not in raw:
-            raise InputError(f"{name}.type is missing (one of {', '.join(map(repr, spec))})")
-        kind = raw["type"]
-        if kind not in spec:
-            raise InputError(
-                f"{name}.type = {kind!r} is not one of {', '.join(map(repr, spec))}"
-                + _did_you_mean(str(kind), list(spec))
-            )
-        cls = spec[kind]
-    else:
-        cls = spec
+    cls = section_class(name, raw, base_dir)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     values: dict[str, Any] = {}
@@ -665,7 +247,8 @@ def _build_section(name: str, raw: Mapping[str, Any]) -> Any:
         if key not in fields:
             raise InputError(f"unknown key {path}" + _did_you_mean(key, list(fields)))
         value = _coerce(value, hints[key], path)
-        _check_bounds(value, fields[key].metadata, path)
+        if key != "type":  # a plug-in's `type` is its "module:Name", not its default
+            _check_bounds(value, fields[key].metadata, path)
         values[key] = value
     for key, f in fields.items():
         if key not in values and f.default is dataclasses.MISSING:
@@ -720,8 +303,9 @@ def to_toml(tables: Mapping[str, Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def from_tables(tables: Mapping[str, Mapping[str, Any]]) -> Config:
-    """Build and validate a Config from parsed TOML tables.
+def from_tables(tables: Mapping[str, Mapping[str, Any]], base_dir: Path | None = None) -> Config:
+    """Build and validate a Config from parsed TOML tables (plug-in files are looked for in
+    ``base_dir``, the input file's folder).
 
     Raises:
         InputError: naming the key path of the first problem found.
@@ -734,9 +318,10 @@ def from_tables(tables: Mapping[str, Mapping[str, Any]]) -> Config:
     for name in SECTIONS:
         if name not in tables:
             raise InputError(f"section [{name}] is missing")
-    sections = {name: _build_section(name, tables[name]) for name in SECTIONS}
+    sections = {name: _build_section(name, tables[name], base_dir) for name in SECTIONS}
     config = Config(**sections)
     config = dataclasses.replace(config, text=to_toml(config.to_dict()))
+    check_capabilities(config)
     for name in SECTIONS:
         validate: Callable[[Config], None] | None = getattr(sections[name], "validate", None)
         if validate is not None:
@@ -744,7 +329,29 @@ def from_tables(tables: Mapping[str, Mapping[str, Any]]) -> Config:
     return config
 
 
-def loads(text: str, overrides: list[str] | None = None, source: str = "<input>") -> Config:
+def check_capabilities(config: Config) -> None:
+    """Every capability a model or sampler ``requires`` is among the system's ``capabilities``
+    (the model's, for what a sampler needs of the wave function, e.g. invariance).
+
+    Raises:
+        InputError: naming the section, its type and what the system lacks.
+    """
+    system = config.system
+    provided = frozenset(getattr(system, "capabilities", ()))
+    for name in ("model", "sampler"):
+        section = getattr(config, name)
+        missing = frozenset(getattr(section, "requires", ())) - provided
+        if missing:
+            has = ", ".join(map(repr, sorted(provided))) or "none"
+            raise InputError(
+                f"{name}.type = {section.type!r} needs a system with "
+                f"{', '.join(map(repr, sorted(missing)))} (system.type = {system.type!r} "
+                f"provides: {has})"
+            )
+
+
+def loads(text: str, overrides: list[str] | None = None, source: str = "<input>",
+          base_dir: Path | None = None) -> Config:
     """Parse TOML text (plus ``section.key=value`` overrides) into a validated Config."""
     try:
         tables = tomllib.loads(text)
@@ -756,7 +363,7 @@ def loads(text: str, overrides: list[str] | None = None, source: str = "<input>"
         if not isinstance(tables[section], dict):
             raise InputError(f"[{section}] must be a table of keys")
         tables[section].update(keys)
-    return from_tables(tables)
+    return from_tables(tables, base_dir)
 
 
 def load(path: str | Path, overrides: list[str] | None = None) -> Config:
@@ -766,7 +373,7 @@ def load(path: str | Path, overrides: list[str] | None = None) -> Config:
         InputError: a missing or unreadable file, bad TOML, or a bad key or value.
     """
     with _reading(path):
-        return loads(_read_input(path), overrides, source=str(path))
+        return loads(_read_input(path), overrides, source=str(path), base_dir=Path(path).parent)
 
 
 INPUT_DIR: contextvars.ContextVar[Path | None] = contextvars.ContextVar("input_dir", default=None)
@@ -822,13 +429,13 @@ def _system_section(path: Path, overrides: list[str] | None) -> Any:
             raise InputError(f"[{section}] must be a table of keys")
         tables[section].update(keys)
     if all(name in tables for name in SECTIONS):
-        return from_tables(tables).system
+        return from_tables(tables, path.parent).system
     for name in tables:
         if name not in SECTIONS:
             raise InputError(f"unknown section [{name}]" + _did_you_mean(name, list(SECTIONS)))
     if not isinstance(tables.get("system"), dict):
         raise InputError(f"{path}: section [system] is missing")
-    sections = {name: _build_section(name, keys) for name, keys in tables.items()}
+    sections = {name: _build_section(name, keys, path.parent) for name, keys in tables.items()}
     sections["system"].validate(None)  # the system's own checks read no other section
     return sections["system"]
 
@@ -853,20 +460,26 @@ def _format_default(f: dataclasses.Field) -> str:
     return f"`{_to_toml_value(f.default)}`"
 
 
+def component_reference(section: str, cls: type) -> str:
+    """The Markdown table of one config dataclass: key, type, default and meaning."""
+    kind = None if section == "run" else cls.__dataclass_fields__["type"].default
+    title = f"[{section}]" + (f" type = \"{kind}\"" if kind else "")
+    out = [f"#### `{title}`", "", (cls.__doc__ or "").strip().splitlines()[0], ""]
+    out += ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        doc = f.metadata["doc"]
+        if f.metadata["choices"]:
+            doc += " One of " + ", ".join(f"`{c}`" for c in f.metadata["choices"]) + "."
+        out.append(f"| `{f.name}` | {_type_name(hints[f.name])} | {_format_default(f)} | {doc} |")
+    return "\n".join(out + [""])
+
+
 def input_reference() -> str:
-    """Markdown tables of every section, type and key: type, default and meaning."""
-    out: list[str] = []
-    for name, spec in SECTIONS.items():
-        classes = list(spec.items()) if isinstance(spec, dict) else [(None, spec)]
-        for kind, cls in classes:
-            title = f"[{name}]" + (f" type = \"{kind}\"" if kind else "")
-            out += [f"#### `{title}`", "", (cls.__doc__ or "").strip().splitlines()[0], ""]
-            out += ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
-            hints = typing.get_type_hints(cls)
-            for f in dataclasses.fields(cls):
-                doc = f.metadata["doc"]
-                if f.metadata["choices"]:
-                    doc += " One of " + ", ".join(f"`{c}`" for c in f.metadata["choices"]) + "."
-                out.append(f"| `{f.name}` | {_type_name(hints[f.name])} | {_format_default(f)} | {doc} |")
-            out.append("")
+    """Markdown tables of every section, built-in type and key: type, default and meaning."""
+    out = []
+    for section in registry.SECTIONS:
+        out += [component_reference(section, registry.lookup(section, name).config)
+                for name in registry.builtin_names(section)]
+    out.append(component_reference("run", RunConfig))
     return "\n".join(out)

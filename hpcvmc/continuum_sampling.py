@@ -19,12 +19,14 @@ on any number of ranks.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hpcvmc.config import InputError, option
+from hpcvmc.registry import Component, register
 from hpcvmc.sampling import PURPOSE_BURN_IN, PURPOSE_INIT, PURPOSE_STEP, Batch, chain_keys
 
 LogPsi = Callable[[Any, jax.Array], jax.Array]
@@ -208,7 +210,7 @@ class GaussianSampler:
         )
 
 
-def from_config(cfg: Any, system: Any, seed: int) -> GaussianSampler:
+def from_config(cfg: Any, system: Any, seed: int, comm: Any) -> GaussianSampler:
     """Build the sampler from a validated ``[sampler] type = "gaussian"`` section and the system."""
     return GaussianSampler(
         cell=np.asarray(system.cell), n_electrons=system.n_electrons,
@@ -216,3 +218,55 @@ def from_config(cfg: Any, system: Any, seed: int) -> GaussianSampler:
         discard=cfg.discard, seed=seed, move=cfg.move, width=cfg.width,
         target_acceptance=cfg.target_acceptance,
     )
+
+
+@dataclass(frozen=True, kw_only=True)
+class GaussianSamplerConfig:
+    """Metropolis with Gaussian moves of electron positions on the supercell torus (moire)."""
+
+    type: str = option("gaussian", "Sampler type.")
+    n_chains: int = option(64, "Markov chains in total (divided evenly over ranks).", positive=True)
+    n_samples: int = option(
+        1024, "Samples per step in total, over all chains (a multiple of n_chains).",
+        positive=True,
+    )
+    sweeps: int = option(
+        10, "Sweeps between two recorded samples (thinning); a sweep is one all-electron move "
+        "or N one-electron moves.", positive=True,
+    )
+    burn_in: int = option(
+        200, "Sweeps discarded before the first step (blocks of 10 with width adaptation).",
+        minimum=0,
+    )
+    discard: int = option(0, "Sweeps discarded at the start of every step.", minimum=0)
+    move: str = option(
+        "all", "Move all electrons at once, or one electron at a time.", choices=("all", "one")
+    )
+    width: float = option(0.2, "Initial move width (Gaussian standard deviation) in a_M.",
+                          positive=True)
+    target_acceptance: float = option(
+        0.5, "Acceptance the per-chain widths adapt to (in burn-in and after every step).",
+        positive=True,
+    )
+
+    requires: ClassVar[frozenset[str]] = frozenset({"continuum"})
+
+    def validate(self, cfg: Any) -> None:
+        """Cross-key checks."""
+        if self.n_samples % self.n_chains:
+            raise InputError(
+                f"sampler.n_samples = {self.n_samples} is not a multiple of "
+                f"sampler.n_chains = {self.n_chains}"
+            )
+        if self.target_acceptance >= 1.0:
+            raise InputError(
+                f"sampler.target_acceptance = {self.target_acceptance} must be < 1"
+            )
+
+    @property
+    def samples_per_chain(self) -> int:
+        """Samples each chain records per step."""
+        return self.n_samples // self.n_chains
+
+
+register(Component("sampler", "gaussian", GaussianSamplerConfig, from_config))

@@ -26,7 +26,8 @@ import optax
 from hpcvmc import checkpoint as ckpt
 from hpcvmc import export
 from hpcvmc.build import Setup
-from hpcvmc.config import ExactSamplerConfig, InputError, loads
+from hpcvmc.config import InputError, loads
+from hpcvmc.sampling import ExactSamplerConfig
 from hpcvmc.measure import FINAL_FILE, final_measurement, read_final
 from hpcvmc.optim.jacobian import centred_scaled, jacobian
 from hpcvmc.outputs import OutputError, cannot_write, write_text_atomic, writing
@@ -64,8 +65,8 @@ def make_step(setup: Setup) -> Callable[..., StepOutput]:
     """
     comm, system, sampler = setup.comm, setup.system, setup.sampler
     exact = isinstance(setup.config.sampler, ExactSamplerConfig)
-    chunk = setup.config.optimizer.chunk_size
-    clip = 0.0 if exact else setup.config.optimizer.clip_local_energy
+    chunk = setup.optimizer.jacobian_chunk
+    clip = 0.0 if exact else setup.optimizer.clip_local_energy
     chain_ids = jnp.asarray(setup.chain_ids)
 
     def step_fn(params: Any, opt_state: Any, chains: ChainState | None, step: jax.Array) -> StepOutput:

@@ -8,7 +8,8 @@ updating the parameters and reports
 
 over the K steps (:func:`hpcvmc.stats.combine_steps`): the energy of the final state from
 K times the samples of one step, instead of the last step's noisy estimate of the state before
-the last update. For the moire system the same samples also give the density, S(q) and rho_K
+the last update. A system that names ``observables`` (:class:`hpcvmc.protocols.Observables`)
+measures them from the same samples: for the moire system the density, S(q) and rho_K
 (:mod:`hpcvmc.observables`, written to ``observables.h5`` with PNGs). With the exact sampler
 one full sum gives the exact energy of the final state (error 0).
 
@@ -27,11 +28,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from hpcvmc import observables
+from hpcvmc import registry
 from hpcvmc.build import Setup
-from hpcvmc.config import ExactSamplerConfig, MoireConfig
+from hpcvmc.sampling import ExactSamplerConfig
 from hpcvmc.fixed_sampling import sample_fixed
 from hpcvmc.outputs import OutputError, write_text_atomic
+from hpcvmc.protocols import Observables
 from hpcvmc.stats import summarize_weighted
 
 FINAL_FILE = "final.json"
@@ -52,6 +54,13 @@ def _energy_steps(setup: Setup, params: Any, chains: Any, n_steps: int) -> tuple
     return mean, error, variance, n_steps * setup.config.sampler.n_samples
 
 
+def system_observables(system: Any) -> Observables | None:
+    """The observables a system names in its optional ``observables`` attribute ("module:Name"
+    of an :class:`hpcvmc.protocols.Observables`), or None."""
+    spec = getattr(system, "observables", None)
+    return None if spec is None else registry.load_object(spec, "system.observables")
+
+
 def final_measurement(setup: Setup, params: Any, chains: Any, step: int, n_steps: int) -> dict[str, Any]:
     """Measure the final state and write ``final.json`` (and the moire observables); collective.
 
@@ -69,12 +78,9 @@ def final_measurement(setup: Setup, params: Any, chains: Any, step: int, n_steps
         OutputError: on every rank when rank 0 could not write the files.
     """
     out = Path(setup.config.run.output)
-    observables_found = None
-    if isinstance(setup.config.system, MoireConfig):
-        obs, _ = observables.measure(setup, params, chains, n_steps)
-        observables_found = obs
-        mean, error, variance = obs.energy_E0, obs.energy_error_E0, obs.energy_variance_E0
-        n_samples = obs.n_samples
+    extra, found = system_observables(setup.system), None
+    if extra is not None:
+        (mean, error, variance), n_samples, found = extra.measure(setup, params, chains, n_steps)
     else:
         mean, error, variance, n_samples = _energy_steps(setup, params, chains, n_steps)
     result = {
@@ -85,9 +91,8 @@ def final_measurement(setup: Setup, params: Any, chains: Any, step: int, n_steps
     failure = None
     if setup.comm.is_root:
         try:
-            if observables_found is not None:
-                observables.write_observables(out, observables_found)
-                observables.plot_observables(out)
+            if found is not None:
+                extra.write(out, found)
             write_text_atomic(out / FINAL_FILE, json.dumps(result, indent=1) + "\n")
         except OutputError as exc:
             failure = str(exc)

@@ -313,6 +313,27 @@ def read_observables(path: str | Path) -> Observables:
     return Observables(**values)
 
 
+class MoireObservables:
+    """The final-measurement observables of a moire system (:class:`hpcvmc.protocols.Observables`):
+    density, S(q) and rho_K beside the energy, written to ``observables.h5`` with PNGs."""
+
+    def measure(self, setup: Any, params: Any, chains: Any, n_steps: int
+                ) -> tuple[tuple[float, float, float], int, Observables]:
+        """Energy (total in E0: mean, error, variance), samples and observables; collective."""
+        obs, _ = measure(setup, params, chains, n_steps)
+        energy = (obs.energy_E0, obs.energy_error_E0, obs.energy_variance_E0)
+        return energy, obs.n_samples, obs
+
+    def write(self, run_dir: str | Path, result: Observables) -> None:
+        """``observables.h5``, ``density.png`` and ``structure_factor.png`` in ``run_dir``."""
+        write_observables(run_dir, result)
+        plot_observables(run_dir)
+
+
+MOIRE_OBSERVABLES = MoireObservables()
+"""Named by :attr:`hpcvmc.systems.moire.Moire.observables`."""
+
+
 def _pyplot() -> Any:
     import matplotlib
 

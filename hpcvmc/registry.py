@@ -36,12 +36,10 @@ SECTIONS = ("system", "model", "sampler", "optimizer")
 BUILTIN_MODULES = (
     "hpcvmc.systems.lattice",
     "hpcvmc.systems.moire",
-    "hpcvmc.systems.netket_bridge",
     "hpcvmc.models.rbm",
     "hpcvmc.models.vit",
     "hpcvmc.models.slater",
     "hpcvmc.models.psiformer",
-    "hpcvmc.models.flax_model",
     "hpcvmc.sampling",
     "hpcvmc.continuum_sampling",
     "hpcvmc.optim.natural_gradient",
@@ -97,9 +95,12 @@ def _load_builtins() -> None:
 
 
 def builtin_names(section: str) -> list[str]:
-    """The ``type`` values of the built-in components of a section."""
+    """The ``type`` values of the built-in components of a section, in the order of
+    :data:`BUILTIN_MODULES` (then of registration)."""
     _load_builtins()
-    return list(_BUILTINS[section])
+    components = list(_BUILTINS[section].values())
+    components.sort(key=lambda c: BUILTIN_MODULES.index(c.config.__module__))
+    return [c.name for c in components]
 
 
 def is_plugin(name: str) -> bool:

@@ -6,8 +6,9 @@ P = parameters; A = bytes of all the intermediate arrays of one forward pass of 
 one configuration, from its traced computation (what a reverse pass keeps); c_E = ``system.chunk_size`` (divided by the terms of
 a symmetrized model, as the build does), c_J = ``optimizer.chunk_size``):
 
-- configurations: lattice ``n_loc (8 N + 32 n_bonds)`` (the walkers, the spin products and the
-  compacted list of connected configurations of every sample), moire ``16 n_loc N_e``;
+- configurations: ``n_loc`` times the system config's ``memory_footprint``: lattice
+  ``8 N + 32 n_bonds`` (the walkers, the spin products and the compacted list of connected
+  configurations of every sample), moire ``16 N_e``;
 - local energy (forward passes only, F = 2 x the largest intermediate array of one
   configuration, what is live at once): ``c_E F`` for the connected configurations of the
   lattice, ``c_E (2 + 2 N_e) F`` for the moire Laplacian (a forward Laplacian carries the
@@ -32,14 +33,12 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from hpcvmc.config import Config, ExactSamplerConfig, InputError, J1J2Config, MoireConfig
+from hpcvmc.config import Config, InputError
 
 MEMORY_VARIABLE = "HPCVMC_MEMORY"
 LIVE_ARRAYS = 2
 """Arrays of the size of the largest intermediate taken as live at once in a forward pass."""
 _SUFFIXES = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
-ORBIT_GROUP_ORDER = 16
-"""Space group x spin flip of the L x L torus per site (N translations, 8 point operations, 2)."""
 
 
 @dataclass(frozen=True)
@@ -82,18 +81,12 @@ def available_memory(ranks_on_node: int) -> tuple[int, str]:
 
 
 def _samples(config: Config) -> tuple[int, str]:
-    """All samples of one step and the key that sets them."""
-    system, sampler = config.system, config.sampler
-    if isinstance(sampler, ExactSamplerConfig):
-        states = math.comb(system.n_sites, system.n_sites // 2)
-        if sampler.orbits:
-            states = max(1, states // (ORBIT_GROUP_ORDER * system.n_sites))
-        return states, "system.L"
-    return sampler.n_samples, "sampler.n_samples"
-
-
-def _size_key(config: Config) -> str:
-    return "system.L" if isinstance(config.system, J1J2Config) else "system.n_electrons"
+    """All samples of one step and the key that sets them (a sampler config may say so with
+    ``samples_per_step(system)``; else ``n_samples``)."""
+    count = getattr(config.sampler, "samples_per_step", None)
+    if count is not None:
+        return count(config.system)
+    return config.sampler.n_samples, "sampler.n_samples"
 
 
 def step_memory(config: Config, n_ranks: int, network: Network | None = None
@@ -103,23 +96,17 @@ def step_memory(config: Config, n_ranks: int, network: Network | None = None
     n_all, samples_key = _samples(config)
     n_loc = -(-n_all // n_ranks)
     system = config.system
-    if isinstance(system, J1J2Config):
-        n_bonds = 2 * system.n_sites * ((system.J1 != 0) + (system.J2 != 0))
-        per_sample = 8 * system.n_sites + 32 * n_bonds
-        connected = 1
-    else:
-        per_sample = 16 * system.n_electrons
-        connected = 2 + 2 * system.n_electrons
+    per_sample, connected, size_key = system_footprint(system)
     big_system = per_sample > 2**20  # one configuration's data above 1 MiB: the system is the cause
-    terms = [("configurations", _size_key(config) if big_system else samples_key,
+    terms = [("configurations", size_key if big_system else samples_key,
               float(n_loc) * per_sample)]
     if network is None:
         return terms
     P, A, F = network.n_params, network.activation_bytes, network.forward_bytes
     chunk_e = max(1, system.chunk_size // network.n_terms)
-    chunk_j = min(config.optimizer.chunk_size, n_loc)
+    chunk_j = min(getattr(config.optimizer, "chunk_size", n_loc), n_loc)
     n_kernel = 2 * n_all
-    method = config.optimizer.method
+    method = getattr(config.optimizer, "method", "auto")
     if method == "auto":
         method = "sr" if P < n_kernel else "minsr"
     solver = 24.0 * (P * P if method == "sr" else n_kernel * n_kernel)
@@ -153,28 +140,15 @@ def check_memory(config: Config, n_ranks: int, ranks_on_node: int,
                      f"largest), more than the {gib(limit)} available ({source})")
 
 
-def check_basis(config: Config) -> None:
-    """Plane-wave orbitals can hold at most as many electrons (per spin) as there are plane
-    waves with norm of Q at most g_max times that of g_1 in the supercell.
-
-    Raises:
-        InputError: naming system.n_electrons and the number of plane waves.
-    """
-    system, model = config.system, config.model
-    if not isinstance(system, MoireConfig) or getattr(model, "envelope", "plane_waves") != "plane_waves":
-        return
-    from hpcvmc.models.slater import supercell_plane_waves
-    from hpcvmc.systems.moire_lattice import MoireParameters
-
-    params = MoireParameters.from_config(system)
-    n_q = len(supercell_plane_waves(params.M, model.g_max))
-    per_spin = system.n_electrons if system.spin_polarized else system.n_electrons // 2
-    if per_spin > n_q:
-        raise InputError(
-            f"system.n_electrons = {system.n_electrons}: {per_spin} electrons of one spin need as "
-            f"many orbitals, but model.g_max = {model.g_max} gives {n_q} plane waves on this "
-            f"supercell ({params.n_sites} sites); raise model.g_max or lower the electron count"
-        )
+def system_footprint(system: Any) -> tuple[int, int, str]:
+    """(bytes of one configuration's local-energy data, network passes per configuration in
+    the local energy, the key that sets the system size), from the system config's
+    ``memory_footprint`` when it declares one, else 8 bytes per site and one pass."""
+    footprint = getattr(system, "memory_footprint", None)
+    if footprint is not None:
+        return footprint
+    n_sites = int(getattr(system, "n_sites", 1))
+    return 8 * n_sites, 1, "system.n_sites"
 
 
 def network_size(model: Any, config_shape: tuple[int, ...]) -> Network:
@@ -211,17 +185,15 @@ def _intermediate_bytes(jaxpr: Any) -> tuple[int, int]:
 
 
 def check_before_build(config: Config, n_ranks: int, ranks_on_node: int) -> None:
-    """The checks that need no network: the moire basis and the configuration memory."""
-    check_basis(config)
+    """The check that needs no network: the configuration memory."""
     check_memory(config, n_ranks, ranks_on_node)
 
 
 def check_network(config: Config, n_ranks: int, ranks_on_node: int) -> float:
     """The full memory check with the network built from the input (no parameters computed);
     returns the estimate in bytes."""
-    from hpcvmc.build import MODEL_BUILDERS, SYSTEM_BUILDERS
+    from hpcvmc.build import system_and_model
 
-    system = SYSTEM_BUILDERS[config.system.type](config.system)
-    model = MODEL_BUILDERS[config.model.type](config.model, system)
+    system, model = system_and_model(config)
     network = network_size(model, tuple(system.config_shape))
     return check_memory(config, n_ranks, ranks_on_node, network)

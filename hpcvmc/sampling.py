@@ -10,13 +10,15 @@ resumed on another rank count. The state of a sampler is an explicit pytree
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import Any, Callable, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hpcvmc.config import InputError, option
 from hpcvmc.parallel import Comm
+from hpcvmc.registry import Component, register
 from hpcvmc.systems.lattice import symmetry_orbits, sz0_configurations
 
 LogPsi = Callable[[object, jax.Array], jax.Array]
@@ -228,3 +230,108 @@ class ExactSampler:
         p = jnp.exp(log_p - shift)
         p = p / comm.sum(jnp.sum(p))
         return Batch(x[None], p[None])
+
+
+def exchange_from_config(cfg: ExchangeSamplerConfig, system: Any, seed: int, comm: Comm
+                         ) -> ExchangeSampler:
+    """The exchange sampler of a validated ``[sampler] type = "exchange"`` section."""
+    return ExchangeSampler(
+        n_sites=system.n_sites, pairs=system.exchange_pairs(),
+        samples_per_chain=cfg.samples_per_chain, sweeps=cfg.sweeps,
+        burn_in=cfg.burn_in, discard=cfg.discard, seed=seed,
+    )
+
+
+def exact_from_config(cfg: ExactSamplerConfig, system: Any, seed: int, comm: Comm) -> ExactSampler:
+    """The exact sampler of a validated ``[sampler] type = "exact"`` section: this rank's share
+    of every configuration (or of one per symmetry orbit)."""
+    return ExactSampler.for_orbits(system.L, comm) if cfg.orbits else ExactSampler.for_sites(
+        system.n_sites, comm)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExchangeSamplerConfig:
+    """Metropolis with spin-exchange moves between nearest and next-nearest neighbours."""
+
+    type: str = option("exchange", "Sampler type.")
+    n_chains: int = option(64, "Markov chains in total (divided evenly over ranks).", positive=True)
+    n_samples: int = option(
+        1024, "Samples per step in total, over all chains (a multiple of n_chains).",
+        positive=True,
+    )
+    sweeps: int = option(
+        1, "Sweeps (n_sites proposals each) between two recorded samples (thinning).",
+        positive=True,
+    )
+    burn_in: int = option(100, "Sweeps discarded before the first step.", minimum=0)
+    discard: int = option(0, "Sweeps discarded at the start of every step.", minimum=0)
+
+    requires: ClassVar[frozenset[str]] = frozenset({"spins", "fixed_magnetization"})
+
+    def validate(self, cfg: Any) -> None:
+        """Cross-key checks."""
+        if self.n_samples % self.n_chains:
+            raise InputError(
+                f"sampler.n_samples = {self.n_samples} is not a multiple of "
+                f"sampler.n_chains = {self.n_chains}"
+            )
+
+    @property
+    def samples_per_chain(self) -> int:
+        """Samples each chain records per step."""
+        return self.n_samples // self.n_chains
+
+
+EXACT_SAMPLER_MAX_STATES = 2_000_000
+ORBIT_GROUP_ORDER = 16
+"""Space group x spin flip of the L x L torus per site (N translations, 8 point operations, 2)."""
+
+
+def _size_key(system: Any) -> str:
+    """The key that sets the size of a system config (its ``memory_footprint``'s, else
+    system.n_sites)."""
+    return getattr(system, "memory_footprint", (0, 0, "system.n_sites"))[2]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExactSamplerConfig:
+    """Full sum over the Sz = 0 sector, weights |psi|^2 (no Monte Carlo noise)."""
+
+    type: str = option("exact", "Sampler type.")
+    orbits: bool = option(
+        False, "Sum over one configuration per orbit of the space group x spin flip, weighted by "
+        "the orbit size (exact for a model projected with model.symmetrize = 'full'; 4 x 4: 107 "
+        "configurations instead of 12,870)."
+    )
+
+    requires: ClassVar[frozenset[str]] = frozenset({"enumerable"})
+
+    def validate(self, cfg: Any) -> None:
+        """The space must be small enough to enumerate; orbits need a square lattice and a model
+        invariant under its space group x spin flip."""
+        if self.orbits and not ("square_lattice" in cfg.system.capabilities
+                                and "space_group_invariant" in getattr(cfg.model, "capabilities", ())):
+            raise InputError(
+                "sampler.orbits = true needs a wave function invariant under the space group x "
+                "spin flip (model.type = 'vit' with model.symmetrize = 'full')"
+            )
+        size = cfg.system.n_states
+        if size > EXACT_SAMPLER_MAX_STATES:
+            key = _size_key(cfg.system)
+            raise InputError(
+                f"sampler.type = 'exact' cannot enumerate {key} = "
+                f"{getattr(cfg.system, key.partition('.')[2])}: {size} states "
+                f"(limit {EXACT_SAMPLER_MAX_STATES})"
+            )
+
+    def samples_per_step(self, system: Any) -> tuple[int, str]:
+        """Configurations one step sums over (about n_states / (16 N) orbits with ``orbits``)
+        and the key that sets them (:mod:`hpcvmc.resources`)."""
+        states = system.n_states
+        if self.orbits:
+            states = max(1, states // (ORBIT_GROUP_ORDER * system.n_sites))
+        return states, _size_key(system)
+
+
+register(Component("sampler", "exchange", ExchangeSamplerConfig, exchange_from_config))
+register(Component("sampler", "exact", ExactSamplerConfig, exact_from_config))

@@ -127,10 +127,13 @@ def test_numerical_keys_stay_out_of_the_physics_hash():
     assert base.physics_hash() == faster.physics_hash() != other.physics_hash()
 
 
-@pytest.mark.parametrize("model", ["rbm", "vit"])
-def test_lattice_models_refuse_electrons(model):
+@pytest.mark.parametrize("model, capability", [("rbm", "spins"), ("vit", "square_lattice")])
+def test_lattice_models_refuse_electrons(model, capability):
+    """A model's declared requirement that the system lacks is refused by name."""
     text = MOIRE_9.read_text()
     start, end = text.index("[model]"), text.index("[sampler]")
     text = text[:start] + f'[model]\ntype = "{model}"\n\n' + text[end:]
-    with pytest.raises(C.InputError, match=rf"^model.type = '{model}' needs a lattice system"):
+    expected = (rf"^model.type = '{model}' needs a system with '{capability}' "
+                r"\(system.type = 'moire' provides: 'continuum', 'moire'\)$")
+    with pytest.raises(C.InputError, match=expected):
         C.loads(text)

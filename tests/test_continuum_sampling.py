@@ -14,8 +14,8 @@ ONE_SITE = [[1, 0], [0, 1]]
 
 
 def _setup(n_electrons=1, supercell=ONE_SITE, **sampler_keys):
-    system = moire.from_config(C.MoireConfig(supercell=supercell, n_electrons=n_electrons, U=1.0))
-    model = slater.from_config(C.SlaterConfig(g_max=1.0), system)
+    system = moire.from_config(moire.MoireConfig(supercell=supercell, n_electrons=n_electrons, U=1.0))
+    model = slater.from_config(slater.SlaterConfig(g_max=1.0), system)
     params = model.init(jax.random.PRNGKey(0), jnp.ones((1, n_electrons, 2)))["params"]
     keys = dict(samples_per_chain=50, sweeps=2, burn_in=50, discard=0, seed=7)
     keys.update(sampler_keys)

@@ -164,10 +164,9 @@ def test_memory_estimate_terms_and_override(tmp_path, monkeypatch, capsys):
     """The O-matrix term is 16 n_samples P with the model's true parameter count (RBM alpha = 1
     on 16 sites: 2 (16 * 16 + 16)); HPCVMC_MEMORY decides what is available."""
     config = load(tiny_input(tmp_path), overrides=["sampler.n_samples=512"])
-    from hpcvmc.build import MODEL_BUILDERS, SYSTEM_BUILDERS
+    from hpcvmc.build import system_and_model
 
-    system = SYSTEM_BUILDERS["j1j2"](config.system)
-    network = resources.network_size(MODEL_BUILDERS["rbm"](config.model, system), (16,))
+    network = resources.network_size(system_and_model(config)[1], (16,))
     assert network.n_params == 2 * (16 * 16 + 16)
     terms = {what: b for what, _, b in resources.step_memory(config, 2, network)}
     assert terms["O matrix"] == 16 * 256 * network.n_params  # 256 samples per rank

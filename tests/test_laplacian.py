@@ -43,8 +43,8 @@ def test_matches_hessian_trace(f, method):
 @pytest.mark.parametrize("polarized", [True, False])
 def test_slater_jastrow_laplacian_matches_hessian(polarized):
     """log psi of a perturbed Slater determinant with Jastrow (complex) on random walkers."""
-    system = moire.from_config(C.MoireConfig(sites=3, n_electrons=4, spin_polarized=polarized))
-    model = slater.from_config(C.SlaterConfig(g_max=1.5, init_noise=0.3, jastrow=True), system)
+    system = moire.from_config(moire.MoireConfig(sites=3, n_electrons=4, spin_polarized=polarized))
+    model = slater.from_config(slater.SlaterConfig(g_max=1.5, init_noise=0.3, jastrow=True), system)
     params = model.init(jax.random.PRNGKey(1), jnp.ones((1, 4, 2)))["params"]
     walkers = jax.random.uniform(jax.random.PRNGKey(2), (3, 4, 2)) * 2.0
 

@@ -20,7 +20,7 @@ ONE_SITE = [[1, 0], [0, 1]]
 
 
 def _model(system, **keys):
-    model = slater.from_config(C.SlaterConfig(**keys), system)
+    model = slater.from_config(slater.SlaterConfig(**keys), system)
     params = model.init(jax.random.PRNGKey(0), jnp.ones((1,) + system.config_shape))["params"]
     return model, params, (lambda p, x: model.apply({"params": p}, x))
 
@@ -31,7 +31,7 @@ def _walkers(system, n, seed=1):
 
 
 def test_potential_and_coulomb_terms():
-    system = moire.from_config(C.MoireConfig(sites=9, n_electrons=6, epsilon=5.0))
+    system = moire.from_config(moire.MoireConfig(sites=9, n_electrons=6, epsilon=5.0))
     x = _walkers(system, 3)
     expected = bands.moire_potential(np.asarray(x), system.params.V_E0, system.params.phi).sum(-1)
     np.testing.assert_allclose(system.potential_energy(x), expected, rtol=1e-12)
@@ -45,7 +45,7 @@ def test_potential_and_coulomb_terms():
 @pytest.mark.parametrize("polarized,n_electrons", [(True, 7), (False, 14)])
 def test_free_electron_closed_shell_has_exact_energy_and_zero_variance(polarized, n_electrons):
     """V = U = 0: a determinant of the lowest plane-wave shells is an eigenstate of -1/2 nabla^2."""
-    cfg = C.MoireConfig(sites=9, n_electrons=n_electrons, spin_polarized=polarized, V_E0=0.0, U=0.0)
+    cfg = moire.MoireConfig(sites=9, n_electrons=n_electrons, spin_polarized=polarized, V_E0=0.0, U=0.0)
     system = moire.from_config(cfg)
     model, params, logpsi = _model(system, g_max=1.0)
     kinetic = 0.5 * np.sort(np.sum(model.orbitals.Q**2, axis=1))
@@ -63,7 +63,7 @@ def test_one_electron_band_orbital_has_the_band_energy_and_zero_variance():
     the basis: at g_max = 8 the outermost coefficients are ~1e-16 (at the default 4 of bands.py,
     ~1e-6, which leaves E_L fluctuations of ~1e-3 E0 while the eigenvalue is converged to 1e-10).
     """
-    system = moire.from_config(C.MoireConfig(supercell=ONE_SITE, n_electrons=1, U=0.0))
+    system = moire.from_config(moire.MoireConfig(supercell=ONE_SITE, n_electrons=1, U=0.0))
     _, params, logpsi = _model(system, g_max=8.0)
     e_loc = jax.jit(lambda p, x: system.local_energy(logpsi, p, x))(params, _walkers(system, 16))
     gamma = np.zeros((1, 2))
@@ -89,7 +89,7 @@ def _sample(system, logpsi, params, n_chains=32, samples_per_chain=64, seed=5):
 
 def test_vmc_energy_of_the_hartree_fock_state_equals_the_hf_energy():
     """The same Hamiltonian and constants as hf.py: <E_L> of the HF determinant = E_HF[P]."""
-    system = moire.from_config(C.MoireConfig(sites=3, n_electrons=3, epsilon=10.0,
+    system = moire.from_config(moire.MoireConfig(sites=3, n_electrons=3, epsilon=10.0,
                                              chunk_size=4096))  # one chunk: no lax.map
     model, params, logpsi = _model(system, g_max=1.5, init="hf")
     occupied = model.orbitals.block("up")
@@ -108,7 +108,7 @@ def test_vmc_energy_of_the_hartree_fock_state_equals_the_hf_energy():
 
 def test_observables_of_a_honeycomb_crystal(tmp_path):
     """Electrons exactly on sublattices 1 and 2 of the 9-site cell: |rho_K| = 1/2, S(0) = N."""
-    system = moire.from_config(C.MoireConfig(sites=9, n_electrons=6))
+    system = moire.from_config(moire.MoireConfig(sites=9, n_electrons=6))
     geometry = observables.make_geometry(system, points_per_aM=6.0)
     honeycomb = geometry.sites[geometry.sublattice != 0]
     x = jnp.asarray(np.stack([honeycomb, honeycomb + 1e-3]))
@@ -161,7 +161,7 @@ def test_driver_optimizes_one_electron_to_the_band_energy(tmp_path):
     path = _input(tmp_path, "one", ONE_ELECTRON, steps=30)
     assert main(["run", str(path), "--every", "10"]) == 0
     h = np.genfromtxt(tmp_path / "one" / "history.csv", delimiter=",", names=True)
-    params = moire.from_config(C.MoireConfig(n_electrons=1)).params
+    params = moire.from_config(moire.MoireConfig(n_electrons=1)).params
     band = bands.solve_bands(np.zeros((1, 2)), params.V_E0, params.phi, g_max=2.0).energies[0, 0]
     last = slice(-10, None)
     error = np.sqrt(np.mean(h["error"][last] ** 2) / 10)

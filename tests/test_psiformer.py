@@ -17,8 +17,8 @@ KEYS = {"n_layers": 2, "n_heads": 2, "width": 8, "n_determinants": 2, "g_max": 1
 
 
 def _model(polarized, **model_keys):
-    system = moire.from_config(C.MoireConfig(sites=3, n_electrons=N, spin_polarized=polarized))
-    model = psiformer.from_config(C.PsiformerConfig(**{**KEYS, **model_keys}), system)
+    system = moire.from_config(moire.MoireConfig(sites=3, n_electrons=N, spin_polarized=polarized))
+    model = psiformer.from_config(psiformer.PsiformerConfig(**{**KEYS, **model_keys}), system)
     params = model.init(jax.random.PRNGKey(0), jnp.ones((1, N, 2)))["params"]
     return system, model, params
 
@@ -94,7 +94,7 @@ def test_local_energy_with_forward_and_loop_laplacians_agree():
 
 def test_float32_model_is_close_to_float64():
     system, model, params = _model(True)
-    model32 = psiformer.from_config(C.PsiformerConfig(**KEYS, dtype="float32"), system)
+    model32 = psiformer.from_config(psiformer.PsiformerConfig(**KEYS, dtype="float32"), system)
     x = _walkers(system, 3, seed=5)
     a = model.apply({"params": params}, x)
     b = model32.apply({"params": params}, x)
@@ -107,8 +107,8 @@ def test_model_without_head_weights_is_the_hf_determinant():
     init = "hf" starts from the Hartree-Fock state times factors 1 + O(HEAD_NOISE)."""
     from hpcvmc.models import slater
 
-    system = moire.from_config(C.MoireConfig(sites=3, n_electrons=3))
-    model = psiformer.from_config(C.PsiformerConfig(n_layers=1, width=8, n_heads=2, init="hf",
+    system = moire.from_config(moire.MoireConfig(sites=3, n_electrons=3))
+    model = psiformer.from_config(psiformer.PsiformerConfig(n_layers=1, width=8, n_heads=2, init="hf",
                                                     jastrow=False), system)
     params = model.init(jax.random.PRNGKey(0), jnp.ones((1, 3, 2)))["params"]
     for part in ("up_re", "up_im"):
@@ -169,7 +169,9 @@ type = "minsr"
 """
     with pytest.raises(C.InputError) as info:
         C.loads(text)
-    assert str(info.value) == "model.type = 'psiformer' needs electrons (system.type = 'moire')"
+    assert str(info.value) == ("model.type = 'psiformer' needs a system with 'moire' (system.type = "
+                               "'j1j2' provides: 'enumerable', 'fixed_magnetization', "
+                               "'spins', 'square_lattice')")
 
 
 def test_builds_from_config_with_published_parameter_count():

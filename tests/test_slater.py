@@ -12,8 +12,8 @@ from hpcvmc.systems import moire
 
 
 def _model(polarized, **model_keys):
-    system = moire.from_config(C.MoireConfig(sites=3, n_electrons=4, spin_polarized=polarized))
-    cfg = C.SlaterConfig(g_max=1.5, **model_keys)
+    system = moire.from_config(moire.MoireConfig(sites=3, n_electrons=4, spin_polarized=polarized))
+    cfg = slater.SlaterConfig(g_max=1.5, **model_keys)
     model = slater.from_config(cfg, system)
     params = model.init(jax.random.PRNGKey(0), jnp.ones((1, 4, 2)))["params"]
     return system, jax.jit(lambda x: model.apply({"params": params}, x))
@@ -53,7 +53,7 @@ def test_translating_an_electron_by_a_supercell_vector_leaves_psi_unchanged(pola
 
 
 def test_periodic_distance_is_the_distance_near_zero_and_periodic():
-    cell = moire.from_config(C.MoireConfig(sites=27, n_electrons=18)).cell
+    cell = moire.from_config(moire.MoireConfig(sites=27, n_electrons=18)).cell
     r = np.array([[1e-3, 2e-3], [-3e-4, 1e-4]])
     d = np.asarray(slater.periodic_distance(jnp.asarray(r), cell))
     np.testing.assert_allclose(d, np.linalg.norm(r, axis=1), rtol=1e-5)
@@ -66,7 +66,7 @@ def test_periodic_distance_is_the_distance_near_zero_and_periodic():
 def test_jastrow_cusps_in_2d():
     """du/dr at r -> 0 is U for opposite spins and U/3 for equal spins (2D cusp conditions)."""
     U = 5.3
-    cell = moire.from_config(C.MoireConfig(sites=3, n_electrons=2)).cell
+    cell = moire.from_config(moire.MoireConfig(sites=3, n_electrons=2)).cell
     Q = np.array([[0.0, 0.0], [1.0, 0.5]])
     for polarized, cusp in ((False, U), (True, U / 3)):
         up = np.eye(2)[:, : 2 if polarized else 1].astype(complex)
@@ -86,7 +86,7 @@ def test_jastrow_cusps_in_2d():
 
 
 def test_basis_is_the_hartree_fock_basis():
-    params = moire.from_config(C.MoireConfig(sites=27, n_electrons=18)).params
+    params = moire.from_config(moire.MoireConfig(sites=27, n_electrons=18)).params
     for g_max in (1.0, 3.0):
         ours = slater.supercell_plane_waves(params.M, g_max)
         np.testing.assert_array_equal(ours, hf.supercell_basis(params, g_max).Q_int)
@@ -103,7 +103,7 @@ def hf_energy(params, basis, P):
 
 def test_hf_initialization_is_the_lowest_hartree_fock_state():
     """init = 'hf': orthonormal orbitals on the HF basis whose energy is the lowest SCF energy."""
-    params = moire.from_config(C.MoireConfig(sites=3, n_electrons=3, epsilon=10.0)).params
+    params = moire.from_config(moire.MoireConfig(sites=3, n_electrons=3, epsilon=10.0)).params
     orbitals = slater.initial_orbitals(params, g_max=1.5, init="hf")
     occupied = orbitals.block("up")
     np.testing.assert_allclose(occupied.conj().T @ occupied, np.eye(3), atol=1e-10)
@@ -115,8 +115,8 @@ def test_hf_initialization_is_the_lowest_hartree_fock_state():
 
 
 def test_parameters_are_real_and_counted():
-    system = moire.from_config(C.MoireConfig(sites=9, n_electrons=6))
-    model = slater.from_config(C.SlaterConfig(g_max=3.0, n_determinants=2, init_noise=0.1,
+    system = moire.from_config(moire.MoireConfig(sites=9, n_electrons=6))
+    model = slater.from_config(slater.SlaterConfig(g_max=3.0, n_determinants=2, init_noise=0.1,
                                               jastrow=True), system)
     params = model.init(jax.random.PRNGKey(0), jnp.ones((1, 6, 2)))["params"]
     n_q = len(model.orbitals.Q)

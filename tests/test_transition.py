@@ -35,7 +35,7 @@ def _liquid(system, rng, n=400):
 
 @pytest.fixture(scope="module")
 def system():
-    return moire.from_config(C.MoireConfig(sites=9, n_electrons=6))
+    return moire.from_config(moire.MoireConfig(sites=9, n_electrons=6))
 
 
 def test_order_parameters_of_a_crystal_and_a_liquid(system):

@@ -33,7 +33,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from hpcvmc.config import InputError, MoireConfig, load
+from hpcvmc.config import InputError, load
 from hpcvmc.observables import OBSERVABLES_FILE, Observables, draw_density, read_observables
 from hpcvmc.systems.moire_lattice import MoireParameters
 
@@ -96,7 +96,7 @@ def read_run(run_dir: str | Path) -> tuple[dict[str, Any], Observables]:
     """
     run_dir = Path(run_dir)
     config = load(run_dir / "input.toml")
-    if not isinstance(config.system, MoireConfig):
+    if "moire" not in getattr(config.system, "capabilities", ()):
         raise InputError(f"{run_dir}: system.type = {config.system.type!r}, not a moire run")
     path = run_dir / OBSERVABLES_FILE
     if not path.is_file():

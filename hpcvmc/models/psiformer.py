@@ -45,14 +45,23 @@ parameters stay float64.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hpcvmc.models.slater import Orbitals, initial_orbitals, log_det, two_body_jastrow
+from hpcvmc.config import DTYPES, InputError, option
+from hpcvmc.models.slater import (
+    Orbitals,
+    check_plane_wave_basis,
+    initial_orbitals,
+    log_det,
+    two_body_jastrow,
+)
+from hpcvmc.registry import Component, register
 
 HEAD_NOISE = 0.1
 """Standard deviation of a^k_j(h) - 1 at initialization (unit-variance LayerNorm output h)."""
@@ -209,3 +218,64 @@ def from_config(cfg: Any, system: Any) -> Psiformer:
                      n_layers=cfg.n_layers, n_heads=cfg.n_heads, width=cfg.width,
                      n_determinants=cfg.n_determinants, envelope=envelope, jastrow=cfg.jastrow,
                      U=params.U, dtype=jnp.dtype(cfg.dtype))
+
+
+@dataclass(frozen=True, kw_only=True)
+class PsiformerConfig:
+    """Psiformer: self-attention orbitals over periodic electron features, determinants (moire).
+
+    phi^k_j(r_i; {r}) = a^k_j(h_i) chi^k_j(r_i), h from self-attention blocks over
+    [sin 2 pi s, cos 2 pi s, spin], chi a plane-wave envelope; psi = exp(J) sum_k det[phi^k]
+    (hpcvmc/models/psiformer.py).
+    """
+
+    type: str = option("psiformer", "Model type.")
+    n_layers: int = option(2, "Self-attention blocks (published: 4).", positive=True)
+    n_heads: int = option(4, "Attention heads H per block (published: 4).", positive=True)
+    width: int = option(
+        32, "Width d of the electron stream; head dimension d/H (published: 64).", positive=True
+    )
+    n_determinants: int = option(1, "Number of determinants K (published: 4).", positive=True)
+    envelope: str = option(
+        "plane_waves", "Orbital envelope: learnable supercell plane-wave orbitals (norm of Q at "
+        "most g_max times that of g_1) multiplying the network output, or none (the published "
+        "network).",
+        choices=("plane_waves", "none"),
+    )
+    g_max: float = option(
+        1.0, "Plane-wave cut-off of the envelope in units of the norm of g_1 (4 pi/sqrt3 per a_M).",
+        positive=True,
+    )
+    init: str = option(
+        "bands", "Initial envelope: lowest non-interacting orbitals or the lowest spin-polarized "
+        "Hartree-Fock state (basis cut-off q_max = g_max).",
+        choices=("bands", "hf"),
+    )
+    jastrow: bool = option(
+        True, "Two-body Jastrow u(d) = c d/(1 + b d) with the 2D cusps (as model.type = 'slater').",
+    )
+    dtype: str = option(
+        "float64", "Compute precision of the network (parameters, optimizer state, energies and "
+        "the update stay float64).", choices=DTYPES,
+    )
+
+    requires: ClassVar[frozenset[str]] = frozenset({"moire"})
+
+    def validate(self, cfg: Any) -> None:
+        """Cross-key checks: d divisible by H, hf needs envelope and polarization, enough plane
+        waves in the envelope."""
+        if self.envelope == "plane_waves":
+            check_plane_wave_basis(cfg.system, self.g_max)
+        if self.width % self.n_heads:
+            raise InputError(
+                f"model.width = {self.width} is not divisible by model.n_heads = {self.n_heads}"
+            )
+        if self.init == "hf" and self.envelope != "plane_waves":
+            raise InputError("model.init = 'hf' needs model.envelope = 'plane_waves' "
+                             "(the Hartree-Fock orbitals live in the envelope)")
+        if self.init == "hf" and not cfg.system.spin_polarized:
+            raise InputError("model.init = 'hf' needs system.spin_polarized = true "
+                             "(the Hartree-Fock reference is spin-polarized only)")
+
+
+register(Component("model", "psiformer", PsiformerConfig, from_config))

@@ -7,9 +7,15 @@ top of (or instead of) the Marshall sign. A small, honest baseline for the latti
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from hpcvmc.config import DTYPES, option
+from hpcvmc.registry import Component, register
 
 
 def log_cosh(z: jax.Array) -> jax.Array:
@@ -45,3 +51,28 @@ class RBM(nn.Module):
                          name=name)(x).astype(jnp.float64) for name in ("real", "imag"))
         out = jnp.sum(log_cosh(a + 1j * b), axis=-1)
         return out.astype(jnp.complex128 if jax.config.jax_enable_x64 else jnp.complex64)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RBMConfig:
+    """Restricted Boltzmann machine with real parameters and complex output.
+
+    log psi(s) = sum_j log cosh(a_j + i b_j), a = W_a s + c_a, b = W_b s + c_b.
+    """
+
+    type: str = option("rbm", "Model type.")
+    alpha: int = option(2, "Hidden-unit density: alpha * n_sites hidden units.", positive=True)
+    dtype: str = option(
+        "float64", "Compute precision of the network (parameters, optimizer state, energies and "
+        "the update stay float64).", choices=DTYPES,
+    )
+
+    requires: ClassVar[frozenset[str]] = frozenset({"spins"})
+
+
+def from_config(cfg: RBMConfig, system: Any) -> RBM:
+    """Build the model from a validated ``[model] type = "rbm"`` section."""
+    return RBM(alpha=cfg.alpha, dtype=cfg.dtype)
+
+
+register(Component("model", "rbm", RBMConfig, from_config))

@@ -45,13 +45,14 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hpcvmc.config import InputError, option
 from hpcvmc.reference import hf_search
 from hpcvmc.reference.bands import potential_fourier
 from hpcvmc.systems.moire_lattice import (
@@ -59,6 +60,7 @@ from hpcvmc.systems.moire_lattice import (
     MoireParameters,
     supercell_reciprocal,
 )
+from hpcvmc.registry import Component, register
 
 @dataclass(frozen=True, eq=False)
 class Orbitals:
@@ -398,3 +400,69 @@ def from_config(cfg: Any, system: Any) -> Slater:
     orbitals = initial_orbitals(params, cfg.g_max, cfg.init)
     return Slater(orbitals=orbitals, cell=params.cell, n_determinants=cfg.n_determinants,
                   init_noise=cfg.init_noise, jastrow=cfg.jastrow, U=params.U)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SlaterConfig:
+    """Slater determinants of periodic supercell plane waves, optional two-body Jastrow (moire).
+
+    psi = exp(J) sum_k w_k det[phi^k_j(r_i)], phi^k_j(r) = sum_Q C^k[Q, j] exp(i Q.r) over the
+    supercell reciprocal vectors |Q| <= g_max |g_1| (hpcvmc/models/slater.py).
+    """
+
+    type: str = option("slater", "Model type.")
+    n_determinants: int = option(1, "Number of determinants K (summed with learnable weights).",
+                                 positive=True)
+    g_max: float = option(
+        3.0, "Plane-wave cut-off: norm of Q at most g_max times that of g_1 (4 pi/sqrt3 per a_M); "
+        "3.0 = the default Hartree-Fock basis.",
+        positive=True,
+    )
+    init: str = option(
+        "bands", "Initial orbitals: lowest non-interacting (band) orbitals or the lowest "
+        "spin-polarized Hartree-Fock state (hpcvmc.reference.hf, basis cut-off q_max = g_max).",
+        choices=("bands", "hf"),
+    )
+    init_noise: float = option(
+        0.0, "Random perturbation of the initial orbitals (relative norm; > 0 needed for K > 1).",
+        minimum=0.0,
+    )
+    jastrow: bool = option(
+        False, "Two-body Jastrow u(d) = c d/(1 + b d) with the 2D cusps c = U (opposite spins), U/3 "
+        "(equal spins) and a periodic distance d.",
+    )
+
+    requires: ClassVar[frozenset[str]] = frozenset({"moire"})
+
+    def validate(self, cfg: Any) -> None:
+        """Cross-key checks: K > 1 needs noise, hf needs spin polarization, enough plane waves."""
+        check_plane_wave_basis(cfg.system, self.g_max)
+        if self.n_determinants > 1 and self.init_noise == 0.0:
+            raise InputError(
+                f"model.n_determinants = {self.n_determinants} with model.init_noise = 0: the "
+                "determinants would start equal and stay equal; set model.init_noise > 0"
+            )
+        if self.init == "hf" and not cfg.system.spin_polarized:
+            raise InputError("model.init = 'hf' needs system.spin_polarized = true "
+                             "(the Hartree-Fock reference is spin-polarized only)")
+
+
+def check_plane_wave_basis(system: Any, g_max: float) -> None:
+    """Plane-wave orbitals hold at most as many electrons (per spin) as there are supercell
+    plane waves with norm of Q at most g_max times that of g_1.
+
+    Raises:
+        InputError: naming system.n_electrons and the number of plane waves.
+    """
+    params = MoireParameters.from_config(system)
+    n_q = len(supercell_plane_waves(params.M, g_max))
+    per_spin = system.n_electrons if system.spin_polarized else system.n_electrons // 2
+    if per_spin > n_q:
+        raise InputError(
+            f"system.n_electrons = {system.n_electrons}: {per_spin} electrons of one spin need as "
+            f"many orbitals, but model.g_max = {g_max} gives {n_q} plane waves on this "
+            f"supercell ({params.n_sites} sites); raise model.g_max or lower the electron count"
+        )
+
+
+register(Component("model", "slater", SlaterConfig, from_config))

@@ -86,20 +86,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hpcvmc.config import DTYPES, InputError, option
+from hpcvmc.registry import Component, register
 from hpcvmc.systems.lattice import point_group, site_permutation
 
 Array = jax.Array
 
 ATTENTION_KINDS = ("factored", "standard")
 SYMMETRIZE_MODES = ("none", "translations", "full")
-DTYPES = ("float64", "float32")
 PARAM_DTYPE = "float64"
 """dtype of every parameter, whatever the compute dtype."""
 HEAD_SCALE_INIT = 0.1
@@ -540,3 +542,55 @@ def count_params(params: Any) -> int:
         Sum of the leaf sizes.
     """
     return int(sum(np.size(leaf) for leaf in jax.tree_util.tree_leaves(params)))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ViTConfig:
+    """Vision Transformer over b x b patches (Viteritti, Rende, Becca; Rende & Viteritti)."""
+
+    type: str = option("vit", "Model type.")
+    patch: int = option(2, "Patch side b: the lattice is cut into (L/b)^2 tokens.", positive=True)
+    d_model: int = option(16, "Token dimension d.", positive=True)
+    n_heads: int = option(4, "Attention heads h (d must be divisible by h).", positive=True)
+    n_layers: int = option(2, "Encoder blocks.", positive=True)
+    attention: str = option(
+        "factored", "Attention kind: position-only weights or softmax(QK^T).",
+        choices=ATTENTION_KINDS,
+    )
+    mlp_factor: int = option(4, "MLP hidden width in units of d.", positive=True)
+    symmetrize: str = option(
+        "none", "Projection onto lattice symmetries (costs one forward pass per group element: b^2 for translations, 16 b^2 for full).",
+        choices=SYMMETRIZE_MODES,
+    )
+    dtype: str = option(
+        "float64", "Compute precision of the network (parameters, optimizer state, energies and "
+        "the update stay float64).", choices=DTYPES,
+    )
+
+    requires: ClassVar[frozenset[str]] = frozenset({"square_lattice"})
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """'space_group_invariant' when projected onto the whole space group x spin flip."""
+        return frozenset({"space_group_invariant"} if self.symmetrize == "full" else ())
+
+    def validate(self, cfg: Any) -> None:
+        """Cross-key checks: d divisible by h, L divisible by b."""
+        if self.d_model % self.n_heads:
+            raise InputError(
+                f"model.d_model = {self.d_model} is not divisible by model.n_heads = {self.n_heads}"
+            )
+        if cfg.system.L % self.patch:
+            raise InputError(
+                f"system.L = {cfg.system.L} is not divisible by model.patch = {self.patch}"
+            )
+
+
+def from_config(cfg: ViTConfig, system: Any) -> ViT:
+    """Build the model from a validated ``[model] type = "vit"`` section and a square lattice."""
+    return ViT(L=system.L, patch=cfg.patch, d_model=cfg.d_model, n_heads=cfg.n_heads,
+               n_layers=cfg.n_layers, attention=cfg.attention, mlp_factor=cfg.mlp_factor,
+               symmetrize=cfg.symmetrize, dtype=cfg.dtype)
+
+
+register(Component("model", "vit", ViTConfig, from_config))

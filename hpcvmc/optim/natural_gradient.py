@@ -37,8 +37,10 @@ import jax.numpy as jnp
 import optax
 from jax.flatten_util import ravel_pytree
 
+from hpcvmc.config import InputError, option
 from hpcvmc.optim import minsr
 from hpcvmc.parallel import Comm
+from hpcvmc.registry import Component, register
 
 ScalarOrSchedule = float | Callable[[jax.Array], jax.Array]
 """A constant, or an optax schedule ``step -> value``."""
@@ -81,6 +83,12 @@ class NaturalGradient:
 
     column_chunk: int = 1024
     """Columns per rank per alltoall round of the distributed kernel build."""
+
+    jacobian_chunk: int = 128
+    """Samples per chunk of the Jacobian's backward passes (bounds their peak memory)."""
+
+    clip_local_energy: float = 0.0
+    """For the update only, E_L clipped to mean +- this many mean absolute deviations (0 = off)."""
 
     def init(self, params: Any) -> NaturalGradientState:
         """State before the first step: step 0 and phi_{-1} = 0.
@@ -151,3 +159,74 @@ class NaturalGradient:
 def _schedule(value: ScalarOrSchedule) -> Callable[[jax.Array], jax.Array]:
     """A schedule from a constant or a callable of the step count."""
     return value if callable(value) else optax.constant_schedule(value)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MinSRConfig:
+    """Natural gradient (minSR, or SR in parameter space when P < N_s)."""
+
+    type: str = option("minsr", "Optimizer type.")
+    learning_rate: float = option(0.01, "Initial learning rate.", positive=True)
+    learning_rate_final: float | None = option(
+        None, "Learning rate at the last step (decayed as `decay`); unset = constant.",
+        positive=True,
+    )
+    diag_shift: float = option(1e-4, "Initial diagonal shift lambda.", minimum=0.0)
+    diag_shift_final: float | None = option(
+        None, "Diagonal shift at the last step (decayed as `decay`); unset = constant.",
+        minimum=0.0,
+    )
+    decay: str = option(
+        "exponential", "Shape of the decays to the *_final values.",
+        choices=("exponential", "cosine", "linear"),
+    )
+    method: str = option(
+        "auto", "Solve in sample space (minsr), parameter space (sr), or auto: sr when P < N_s.",
+        choices=("auto", "minsr", "sr"),
+    )
+    momentum: float = option(0.0, "SPRING momentum mu in [0, 1) (0 = plain minSR).", minimum=0.0)
+    max_update_norm: float = option(
+        0.0, "Cap on the length of a parameter step, the Euclidean norm of learning rate x "
+        "natural gradient in parameter space: a longer step is scaled down to it (0 = no cap); the "
+        "history's update_scale shows where it acted.", minimum=0.0
+    )
+    chunk_size: int = option(
+        128, "Samples per Jacobian chunk (bounds the peak memory of the backward passes).",
+        positive=True
+    )
+    clip_local_energy: float = option(
+        0.0, "For the update only, clip E_L to mean +- this many mean absolute deviations "
+        "(real and imaginary parts; 0 = off). Reported energies are never clipped.", minimum=0.0
+    )
+
+    def validate(self, cfg: Any) -> None:
+        """SPRING momentum in [0, 1)."""
+        if self.momentum >= 1.0:
+            raise InputError(f"optimizer.momentum = {self.momentum} must be < 1 (range [0, 1))")
+
+
+def _schedule_of(initial: float, final: float | None, decay: str, steps: int) -> ScalarOrSchedule:
+    """A constant, or a decay from ``initial`` to ``final`` over ``steps`` (optax schedule)."""
+    if final is None or steps == 0:
+        return initial
+    if decay == "exponential":
+        return optax.exponential_decay(initial, transition_steps=steps, decay_rate=final / initial)
+    if decay == "cosine":
+        return optax.cosine_decay_schedule(initial, decay_steps=steps, alpha=final / initial)
+    return optax.linear_schedule(initial, final, transition_steps=steps)
+
+
+def from_config(cfg: MinSRConfig, steps: int) -> NaturalGradient:
+    """The natural-gradient optimizer with its learning-rate and diagonal-shift schedules."""
+    return NaturalGradient(
+        learning_rate=_schedule_of(cfg.learning_rate, cfg.learning_rate_final, cfg.decay, steps),
+        diag_shift=_schedule_of(cfg.diag_shift, cfg.diag_shift_final, cfg.decay, steps),
+        method=cfg.method,
+        spring_mu=cfg.momentum,
+        max_update_norm=cfg.max_update_norm,
+        jacobian_chunk=cfg.chunk_size,
+        clip_local_energy=cfg.clip_local_energy,
+    )
+
+
+register(Component("optimizer", "minsr", MinSRConfig, from_config))

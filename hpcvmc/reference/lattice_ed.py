@@ -9,11 +9,13 @@ S = sigma / 2. Lattices up to 4 x 4 (12,870 states) take well under a second; 6 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import scipy.sparse
 import scipy.sparse.linalg
 
+from hpcvmc.config import InputError
 from hpcvmc.systems.lattice import square_bonds
 
 MAX_ED_SITES = 20
@@ -77,6 +79,24 @@ def known_energy(L: int, J1: float, J2: float) -> float | None:
     if L == 6 and J1 == 1.0:
         return KNOWN_6X6.get(J2)
     return None
+
+
+def exact_energy(system: Any, allow_known: bool) -> tuple[float, str]:
+    """(ground-state energy in J1, source) of a ``[system] type = "j1j2"`` config: Lanczos up
+    to MAX_ED_SITES sites, else the published value when ``allow_known``.
+
+    Raises:
+        InputError: naming system.L when the lattice is too large.
+    """
+    if system.n_sites <= MAX_ED_SITES:
+        return ground_state_energy(system.L, system.J1, system.J2), "Lanczos ED, Sz = 0"
+    known = known_energy(system.L, system.J1, system.J2)
+    if known is not None and allow_known:
+        return known, "published (Schulz, Ziman, Poilblanc 1996)"
+    hint = " (pass --known for the published value)" if known is not None else ""
+    raise InputError(
+        f"system.L = {system.L}: exact diagonalization is limited to {MAX_ED_SITES} sites{hint}"
+    )
 
 
 def n_states(L: int) -> int:

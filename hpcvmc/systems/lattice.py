@@ -12,13 +12,15 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hpcvmc.config import REQUIRED, InputError, option
 from hpcvmc.progress import format_energy
+from hpcvmc.registry import Component, register
 
 LogPsi = Callable[[object, jax.Array], jax.Array]
 """log psi(params, x): x of shape (batch, n_sites) -> complex log psi of shape (batch,)."""
@@ -305,3 +307,56 @@ def from_config(cfg: object) -> J1J2:
     """Build the system from a validated ``[system] type = "j1j2"`` section."""
     return J1J2(L=cfg.L, J1=cfg.J1, J2=cfg.J2, marshall_sign=cfg.marshall_sign,
                 chunk_size=cfg.chunk_size)
+
+
+@dataclass(frozen=True, kw_only=True)
+class J1J2Config:
+    """Spin 1/2 J1-J2 Heisenberg model on the L x L periodic square lattice, total Sz = 0."""
+
+    type: str = option("j1j2", "System type.")
+    L: int = option(REQUIRED, "Linear size of the L x L periodic lattice (sites).", minimum=2)
+    J1: float = option(1.0, "Nearest-neighbour coupling (energy unit).")
+    J2: float = option(0.0, "Next-nearest-neighbour (diagonal) coupling, in units of J1.")
+    marshall_sign: bool = option(
+        True, "Multiply the wave function by the Marshall sign (-1)^(N_up on sublattice A)."
+    )
+    chunk_size: int = option(
+        256, "Configurations per network call in the local energy (bounds the memory; "
+        "divided by the number of terms of a symmetrized ViT; 64-256 are fastest on a CPU, a "
+        "GPU wants thousands).",
+        positive=True, numerical=True,
+    )
+
+    capabilities: ClassVar[frozenset[str]] = frozenset(
+        {"spins", "fixed_magnetization", "square_lattice", "enumerable"})
+    exact_solver: ClassVar[str] = "hpcvmc.reference.lattice_ed:exact_energy"
+    """``hpcvmc exact``: Lanczos in the Sz = 0 sector (:mod:`hpcvmc.reference.lattice_ed`)."""
+
+    def validate(self, cfg: Any) -> None:
+        """Cross-key checks."""
+        if (self.L * self.L) % 2:
+            raise InputError(
+                f"system.L = {self.L} gives {self.L ** 2} sites: total Sz = 0 needs an even "
+                "number of sites"
+            )
+
+    @property
+    def n_sites(self) -> int:
+        """Number of lattice sites."""
+        return self.L * self.L
+
+    @property
+    def memory_footprint(self) -> tuple[int, int, str]:
+        """Bytes of one sample's local-energy data (the walker, the spin products and the
+        compacted connected configurations: 8 N + 32 n_bonds), network passes per element of
+        a local-energy chunk (1) and the key of the system size (:mod:`hpcvmc.resources`)."""
+        n_bonds = 2 * self.n_sites * ((self.J1 != 0) + (self.J2 != 0))
+        return 8 * self.n_sites + 32 * n_bonds, 1, "system.L"
+
+    @property
+    def n_states(self) -> int:
+        """Number of basis states of the Sz = 0 sector, C(n_sites, n_sites / 2)."""
+        return math.comb(self.n_sites, self.n_sites // 2)
+
+
+register(Component("system", "j1j2", J1J2Config, from_config))

@@ -15,14 +15,16 @@ up, the rest spin down (all up when spin-polarized).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hpcvmc.config import REQUIRED, InputError, option
 from hpcvmc.laplacian import METHODS as LAPLACIAN_METHODS
 from hpcvmc.progress import format_energy
+from hpcvmc.registry import Component, register
 from hpcvmc.systems.ewald import Ewald2D
 from hpcvmc.systems.lattice import map_in_chunks
 from hpcvmc.systems.moire_lattice import MoireParameters, moire_sites, potential_wave_vectors
@@ -51,6 +53,9 @@ class Moire:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ewald", Ewald2D(self.params.cell))
+
+    observables = "hpcvmc.observables:MOIRE_OBSERVABLES"
+    """The final measurement's density, S(q) and rho_K (:mod:`hpcvmc.observables`)."""
 
     @property
     def n_sites(self) -> int:
@@ -205,3 +210,70 @@ def from_config(cfg: Any) -> Moire:
     """Build the system from a validated ``[system] type = "moire"`` section."""
     return Moire(MoireParameters.from_config(cfg), chunk_size=cfg.chunk_size,
                  laplacian=cfg.laplacian)
+
+
+NAMED_MOIRE_SUPERCELLS = (3, 9, 12, 21, 27)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MoireConfig:
+    """2D electrons in a triangular moire potential with Coulomb repulsion on a supercell torus.
+
+    Lengths in a_M, energies in E0 = hbar^2 / (m* a_M^2) (see docs/physics.md section 4).
+    """
+
+    type: str = option("moire", "System type.")
+    m_star: float = option(0.35, "Effective mass m* in units of the electron mass.", positive=True)
+    a_M: float = option(8.031, "Moire period a_M in nm.", positive=True)
+    V: float = option(15.0, "Moire potential amplitude V in meV.")
+    phi: float = option(45.0, "Moire potential phase phi in degrees.")
+    epsilon: float = option(10.0, "Dielectric constant epsilon.", positive=True)
+    V_E0: float | None = option(None, "V / E0 directly (overrides V when set).")
+    U: float | None = option(
+        None, "Coulomb strength U = a_M / a_B* directly (overrides epsilon when set).", minimum=0.0
+    )
+    sites: int = option(
+        9, "Named supercell: its number of moire sites.",
+        choices=NAMED_MOIRE_SUPERCELLS,
+    )
+    supercell: list[list[int]] | None = option(
+        None, "General supercell as an integer matrix [[M00, M01], [M10, M11]] (overrides sites)."
+    )
+    n_electrons: int = option(REQUIRED, "Number of electrons N.", positive=True)
+    spin_polarized: bool = option(True, "All electrons spin up (else N/2 up, N/2 down).")
+    chunk_size: int = option(
+        256, "Walkers per local-energy chunk (bounds the Laplacian's memory).", positive=True,
+        numerical=True,
+    )
+    laplacian: str = option(
+        "forward", "Laplacian of log psi in the kinetic energy: forward (folx forward Laplacian), "
+        "loop (nested jvp per coordinate) or hessian (trace of the full Hessian, for checks).",
+        choices=tuple(LAPLACIAN_METHODS), numerical=True,
+    )
+
+    capabilities: ClassVar[frozenset[str]] = frozenset({"continuum", "moire"})
+
+    @property
+    def memory_footprint(self) -> tuple[int, int, str]:
+        """Bytes of one walker (16 N_e), forward passes per walker of the Laplacian (2 + 2 N_e:
+        the gradient over the 2 N_e coordinates rides along) and the key of the system size
+        (:mod:`hpcvmc.resources`)."""
+        return 16 * self.n_electrons, 2 + 2 * self.n_electrons, "system.n_electrons"
+
+    def validate(self, cfg: Any) -> None:
+        """Cross-key checks."""
+        if self.supercell is not None:
+            shape_ok = len(self.supercell) == 2 and all(len(row) == 2 for row in self.supercell)
+            if not shape_ok:
+                raise InputError("system.supercell must be a 2 x 2 integer matrix")
+            (m00, m01), (m10, m11) = self.supercell
+            if m00 * m11 - m01 * m10 == 0:
+                raise InputError("system.supercell is singular (zero area)")
+        if not self.spin_polarized and self.n_electrons % 2:
+            raise InputError(
+                f"system.n_electrons = {self.n_electrons} is odd: an unpolarized state needs an "
+                "even number (or set system.spin_polarized = true)"
+            )
+
+
+register(Component("system", "moire", MoireConfig, from_config))
