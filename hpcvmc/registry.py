@@ -36,10 +36,12 @@ SECTIONS = ("system", "model", "sampler", "optimizer")
 BUILTIN_MODULES = (
     "hpcvmc.systems.lattice",
     "hpcvmc.systems.moire",
+    "hpcvmc.systems.netket_bridge",
     "hpcvmc.models.rbm",
     "hpcvmc.models.vit",
     "hpcvmc.models.slater",
     "hpcvmc.models.psiformer",
+    "hpcvmc.models.flax_model",
     "hpcvmc.sampling",
     "hpcvmc.continuum_sampling",
     "hpcvmc.optim.natural_gradient",

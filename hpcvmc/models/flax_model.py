@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from hpcvmc import registry
+from hpcvmc.registry import Component, register
 from hpcvmc.config import INPUT_DIR, REQUIRED, InputError, option
 
 
@@ -106,3 +107,6 @@ def build(cfg: FlaxModelConfig, system: Any) -> FlaxModel:
         raise InputError(f"model.module = {cfg.module!r}: initializing it on configurations of "
                          f"shape {x.shape} failed: {type(exc).__name__}: {exc}") from None
     return model
+
+
+register(Component("model", "flax", FlaxModelConfig, build))

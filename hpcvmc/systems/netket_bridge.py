@@ -26,14 +26,15 @@ import functools
 import itertools
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from hpcvmc import registry
-from hpcvmc.config import EXACT_SAMPLER_MAX_STATES, INPUT_DIR, REQUIRED, InputError, option
+from hpcvmc.registry import Component, register
+from hpcvmc.config import INPUT_DIR, REQUIRED, InputError, option
 from hpcvmc.progress import format_energy
 from hpcvmc.protocols import LogPsi
 from hpcvmc.systems.lattice import map_in_chunks
@@ -115,19 +116,42 @@ class NetKetSystemConfig:
         positive=True, numerical=True,
     )
 
+    exact_solver: ClassVar[str] = "hpcvmc.systems.netket_bridge:exact_energy"
+    """``hpcvmc exact``: NetKet's Lanczos on the operator."""
+
     def validate(self, cfg: Any) -> None:
         """Load the operator (errors name system.operator)."""
         load_operator(self.operator, self.kwargs)
 
     @property
+    def n_sites(self) -> int:
+        """Number of spins N."""
+        return load_operator(self.operator, self.kwargs).hilbert.size
+
+    @property
+    def n_states(self) -> int:
+        """Number of basis states of the Hilbert space (the total_sz = 0 sector if constrained)."""
+        return load_operator(self.operator, self.kwargs).hilbert.n_states
+
+    @property
+    def memory_footprint(self) -> tuple[int, int, str]:
+        """Bytes of one sample's local-energy data: the K = max_conn_size connected
+        configurations twice (NetKet's and the compacted ones) and their elements and indices,
+        16 K N + 32 K + 8 N; one network pass per element; the key that sets the size
+        (:mod:`hpcvmc.resources`)."""
+        op = load_operator(self.operator, self.kwargs)
+        k, n = op.max_conn_size, op.hilbert.size
+        return 16 * k * n + 32 * k + 8 * n, 1, "system.operator"
+
+    @property
     def capabilities(self) -> frozenset[str]:
-        """{"spins"}, plus "fixed_magnetization" (total_sz = 0) and "enumerable" (at most
-        :data:`~hpcvmc.config.EXACT_SAMPLER_MAX_STATES` states)."""
+        """{"spins"}, plus "fixed_magnetization" (total_sz = 0) and "enumerable" (NetKet can
+        index the space; the exact sampler checks :attr:`n_states` against its limit)."""
         hilbert = load_operator(self.operator, self.kwargs).hilbert
         words = {"spins"}
         if hilbert.constrained:
             words.add("fixed_magnetization")
-        if hilbert.n_states <= EXACT_SAMPLER_MAX_STATES:
+        if hilbert.is_indexable:
             words.add("enumerable")
         return frozenset(words)
 
@@ -265,6 +289,11 @@ def build(cfg: NetKetSystemConfig) -> NetKetSystem:
     return NetKetSystem(load_operator(cfg.operator, cfg.kwargs), chunk_size=cfg.chunk_size)
 
 
-def exact_energy(cfg: NetKetSystemConfig) -> float:
-    """Ground-state energy of the section's operator (NetKet's Lanczos)."""
-    return build(cfg).exact_energy()
+def exact_energy(cfg: NetKetSystemConfig, allow_known: bool = False) -> tuple[float, str]:
+    """(ground-state energy, source) of the section's operator by NetKet's Lanczos
+    (``allow_known`` is unused: there are no published values to fall back on)."""
+    sector = ", total_sz = 0" if "fixed_magnetization" in cfg.capabilities else ""
+    return build(cfg).exact_energy(), f"NetKet Lanczos (nk.exact.lanczos_ed){sector}"
+
+
+register(Component("system", "netket", NetKetSystemConfig, build))
