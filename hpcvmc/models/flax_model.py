@@ -50,7 +50,7 @@ class FlaxModelConfig:
         "shape (batch,) (module on the Python path or module.py next to the input file)."
     )
     kwargs: dict[str, Any] | None = option(
-        None, "Keyword arguments of the module's constructor (a table)."
+        None, "Keyword arguments of the module's constructor."
     )
 
     requires: ClassVar[frozenset[str]] = frozenset()

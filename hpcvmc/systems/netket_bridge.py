@@ -109,7 +109,7 @@ class NetKetSystemConfig:
         "module.py next to the input file)."
     )
     kwargs: dict[str, Any] | None = option(
-        None, "Keyword arguments of the operator function (a table)."
+        None, "Keyword arguments of the operator function."
     )
     chunk_size: int = option(
         256, "Configurations per network call in the local energy (bounds the memory).",
