@@ -21,8 +21,8 @@ TRIANGULAR = EXAMPLES / "heisenberg_triangular" / "input.toml"
 
 SHORT = {
     TFIM: ["system.kwargs={n_sites = 8, h = 1.0, J = 1.0}"],
-    TRIANGULAR: ["system.kwargs={L1 = 3, L2 = 4}", "sampler.n_chains=8", "sampler.n_samples=64",
-                 "sampler.burn_in=5", "run.measure_steps=0"],
+    TRIANGULAR: ["sampler.n_chains=8", "sampler.n_samples=64", "sampler.burn_in=5",
+                 "run.measure_steps=0"],
 }
 
 

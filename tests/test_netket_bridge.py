@@ -28,8 +28,8 @@ class ComplexRBM(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         init = nn.initializers.normal(0.3)
-        a = nn.Dense(self.alpha * x.shape[-1], kernel_init=init, bias_init=init)(x)
-        b = nn.Dense(self.alpha * x.shape[-1], kernel_init=init, bias_init=init)(x)
+        a, b = (nn.Dense(self.alpha * x.shape[-1], kernel_init=init, bias_init=init,
+                         param_dtype=jnp.float64)(x) for _ in range(2))
         return jnp.sum(jnp.log(jnp.cosh(a + 1j * b)), axis=-1)
 
 
@@ -155,7 +155,7 @@ class RealNet(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        return jnp.sum(nn.Dense(self.width)(x), axis=-1)
+        return jnp.sum(nn.Dense(self.width, param_dtype=jnp.float64)(x), axis=-1)
 
 
 def test_flax_wrapper_returns_the_user_modules_log_psi() -> None:
@@ -171,10 +171,16 @@ def test_flax_wrapper_returns_the_user_modules_log_psi() -> None:
     np.testing.assert_array_equal(np.asarray(out.imag), 0.0)
 
 
+class SinglePrecision(nn.Module):
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return jnp.sum(nn.Dense(2)(x), axis=-1)  # flax's default param_dtype: float32
+
+
 class WrongShape(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        return nn.Dense(2)(x)
+        return nn.Dense(2, param_dtype=jnp.float64)(x)
 
 
 @pytest.mark.parametrize("module, kwargs, message", [
@@ -182,6 +188,7 @@ class WrongShape(nn.Module):
     ("json:JSONDecoder", None, "model.module = 'json:JSONDecoder' is not a flax.linen.Module"),
     (f"{__name__}:RealNet", {"depth": 2}, "model.kwargs = {\"depth\": 2}: "),
     (f"{__name__}:WrongShape", None, "expected (2,)"),
+    (f"{__name__}:SinglePrecision", None, "parameter Dense_0/bias is float32"),
 ])
 def test_bad_flax_module_is_an_input_error(module: str, kwargs: dict | None, message: str) -> None:
     cfg = flax_model.FlaxModelConfig(module=module, kwargs=kwargs)

@@ -32,6 +32,7 @@ class SymmetricRBM(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         n = x.shape[-1]
         shifts = jnp.stack([jnp.roll(x, -d, axis=-1) for d in range(n)], axis=-1)  # (b, i, d)
-        theta = nn.Dense(self.alpha, kernel_init=nn.initializers.normal(0.05))(shifts)
+        init = nn.initializers.normal(0.05)
+        theta = nn.Dense(self.alpha, kernel_init=init, param_dtype=jnp.float64)(shifts)
         a = self.param("a", nn.initializers.zeros, ())
         return a * jnp.sum(x, axis=-1) + jnp.sum(jnp.log(jnp.cosh(theta)), axis=(-2, -1))

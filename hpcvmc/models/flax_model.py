@@ -97,15 +97,23 @@ def build(cfg: FlaxModelConfig, system: Any) -> FlaxModel:
 
     Raises:
         InputError: naming ``model.module`` when the module fails on a batch of two
-            configurations of the system or its output does not have shape (2,).
+            configurations of the system, its output does not have shape (2,), or a parameter
+            is in single precision (with float64 enabled, as hpcvmc runs: the optimizer's
+            updates would be rounded to float32).
     """
     model = FlaxModel(net=user_module(cfg))
     x = jnp.ones((2,) + tuple(system.config_shape))
     try:
-        jax.eval_shape(lambda k: model.init(k, x), jax.random.PRNGKey(0))
+        params = jax.eval_shape(lambda k: model.init(k, x), jax.random.PRNGKey(0))["params"]
     except Exception as exc:  # noqa: BLE001 - any failure of user code is reported in one line
         raise InputError(f"model.module = {cfg.module!r}: initializing it on configurations of "
                          f"shape {x.shape} failed: {type(exc).__name__}: {exc}") from None
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        if jax.config.jax_enable_x64 and jnp.finfo(leaf.dtype).bits < 64:
+            name = "/".join(str(getattr(k, "key", k)) for k in path[1:])
+            raise InputError(f"model.module = {cfg.module!r}: parameter {name} is {leaf.dtype}; "
+                             "hpcvmc keeps parameters in double precision (pass "
+                             "param_dtype=jnp.float64 to the module's layers)")
     return model
 
 
