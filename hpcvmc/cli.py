@@ -1,4 +1,4 @@
-"""Command line: ``hpcvmc run | measure | export | validate | inspect | exact | plot |
+"""Command line: ``hpcvmc run | measure | export | validate | keys | inspect | exact | plot |
 attention | reference | transition``.
 
 Exit codes: 0 success, 1 an unexpected failure (under MPI the whole job is aborted), 2 bad input
@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from hpcvmc import __version__, registry
+from hpcvmc import __version__, api, registry
 from hpcvmc.config import Config, InputError, check_ranks, load, load_system, loads
 from hpcvmc.outputs import EXIT_IO, OutputError, refuse_existing, writing
 
@@ -27,62 +27,12 @@ def _load(args: argparse.Namespace) -> Config:
     return load(args.input, overrides=args.set)
 
 
-def _init(config: Config | None = None, platform: str = "auto") -> Any:
-    """MPI and device binding first, then float64 (energies and solvers need it).
-
-    Raises:
-        InputError: ``run.platform = "gpu"`` and some rank has no usable GPU (every rank).
-    """
-    from hpcvmc.parallel import init_distributed
-
-    platform = config.run.platform if config else platform
-    comm = init_distributed(platform=platform)
-    import jax
-
-    jax.config.update("jax_enable_x64", True)
-    if platform == "gpu":
-        try:
-            missing = not jax.devices("gpu")
-        except RuntimeError:
-            missing = True
-        if comm.any(missing):
-            raise InputError("run.platform = 'gpu': no usable GPU (JAX finds no GPU backend on "
-                             f"{'every rank' if comm.size > 1 else 'this machine'}); use 'auto' "
-                             "or 'cpu', or run on a GPU node")
-    return comm
-
-
-def _check_costs(config: Config, comm: Any) -> None:
-    """Memory and basis checks before anything is built or written (every rank)."""
-    from hpcvmc import resources
-    from hpcvmc.parallel import ranks_on_node
-
-    on_node = ranks_on_node(comm)
-    resources.check_before_build(config, comm.size, on_node)
-    resources.check_network(config, comm.size, on_node)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     """Run or resume the optimization of an input file."""
     from hpcvmc.signals import StopFlag
 
     stop = StopFlag().install()  # first: a signal during start-up is recorded, not fatal
-    config = _load(args)
-    if args.restart is not None and not Path(args.restart).is_file():
-        what = "not a checkpoint file" if Path(args.restart).exists() else "no such checkpoint file"
-        raise InputError(f"--restart {args.restart}: {what}")
-    from hpcvmc import resources
-    from hpcvmc.parallel import launcher_world_size
-
-    # absurd sizes are refused before MPI and JAX start (the full check follows below)
-    resources.check_before_build(config, launcher_world_size(), 1)
-    comm = _init(config)
-    check_ranks(config, comm.size)
-    _check_costs(config, comm)
-    from hpcvmc.build import build
-    from hpcvmc.driver import run
-
-    return run(build(config, comm), restart=args.restart, progress_every=args.every, stop=stop)
+    return api.run(_load(args), restart=args.restart, progress_every=args.every, stop=stop)
 
 
 def cmd_measure(args: argparse.Namespace) -> int:
@@ -104,7 +54,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
     config = load(saved, overrides=overrides)
     if config.run.measure_steps == 0:
         raise InputError(f"{saved}: run.measure_steps = 0; give the number with --steps")
-    comm = _init(config)
+    comm = api.init(config)
     from hpcvmc.build import build
     from hpcvmc.driver import measure_newest
     from hpcvmc.progress import Progress
@@ -131,7 +81,7 @@ def _measure_exported(args: argparse.Namespace, path: Path) -> int:
     config = loads(state.input_toml, overrides=overrides, source=str(path))
     if config.run.measure_steps == 0:
         raise InputError(f"{path}: run.measure_steps = 0; give the number with --steps")
-    comm = _init(config)
+    comm = api.init(config)
     from hpcvmc.build import build
     from hpcvmc.driver import INPUT_FILE, measure_exported
     from hpcvmc.progress import Progress
@@ -164,7 +114,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     config = _load(args)
     check_ranks(config, args.ranks)
     resources.check_before_build(config, args.ranks, args.ranks)
-    _init(platform="cpu")
+    api.init(platform="cpu")
     estimate = resources.check_network(config, args.ranks, args.ranks)
     print(f"{args.input}: valid (one step needs about {resources.gib(estimate)} per rank "
           f"on {args.ranks} rank(s))")
@@ -195,6 +145,31 @@ def cmd_exact(args: argparse.Namespace) -> int:
         print(json.dumps(result))
     else:
         print(f"E0 = {energy:.8f} (per site {energy / n:.8f}) [{source}]")
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    """The input reference of a component type (built-in or plug-in "module:Name"), or the list
+    of built-in types per section."""
+    from hpcvmc.config import component_reference
+
+    if args.type is None:
+        for section in registry.SECTIONS:
+            print(f"[{section}] type = " + ", ".join(map(repr, registry.builtin_names(section))))
+        print("plug-ins: type = \"module:Name\" (hpcvmc keys module:Name shows their keys)")
+        return 0
+    if registry.is_plugin(args.type):
+        found = registry.load_object(args.type, "TYPE")
+        if not isinstance(found, registry.Component):
+            raise InputError(f"hpcvmc keys {args.type}: not an hpcvmc.registry.Component")
+        components = [found]
+    else:
+        components = [registry.lookup(section, args.type) for section in registry.SECTIONS
+                      if args.type in registry.builtin_names(section)]
+    if not components:
+        raise InputError(f"hpcvmc keys {args.type}: no component of that type (hpcvmc keys "
+                         "lists them)")
+    print("\n".join(component_reference(c.section, args.type, c.config) for c in components))
     return 0
 
 
@@ -306,7 +281,7 @@ def cmd_attention(args: argparse.Namespace) -> int:
     config = loads(ckpt.read(info["checkpoint"]).input_toml, source=str(run_dir))
     if config.model.type != "vit":
         raise InputError(f"{run_dir}: model.type = {config.model.type!r} has no attention maps")
-    comm = _init(config)
+    comm = api.init(config)
     from hpcvmc.analysis.sampling import sample_from_checkpoint
 
     setup, params, x = sample_from_checkpoint(config, comm, Path(info["checkpoint"]),
@@ -494,6 +469,10 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--known", action="store_true", help="allow published values (6 x 6)")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_exact)
+    q = sub.add_parser("keys", help="input keys of a component type (built-in or module:Name), "
+                       "or the list of types")
+    q.add_argument("type", nargs="?", metavar="TYPE")
+    q.set_defaults(func=cmd_keys)
     q = sub.add_parser("inspect", help="show a run folder or checkpoint")
     q.add_argument("path")
     q.add_argument("--json", action="store_true")

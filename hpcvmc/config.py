@@ -31,10 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 from hpcvmc import registry
-
-
-class InputError(Exception):
-    """Bad input (a key, a value, a file). The message is one line naming what is wrong."""
+from hpcvmc.errors import InputError
 
 
 def option(
@@ -230,10 +227,7 @@ def section_class(name: str, raw: Mapping[str, Any], base_dir: Path | None = Non
         raise InputError(f"{name}.type is missing (one of {known}, or a plug-in 'module:Name')")
     if not isinstance(raw["type"], str):
         raise InputError(f"{name}.type must be a string, got {raw['type']!r}")
-    try:
-        return registry.lookup(name, raw["type"], base_dir).config
-    except registry.ComponentError as exc:
-        raise InputError(str(exc)) from None
+    return registry.lookup(name, raw["type"], base_dir).config
 
 
 def _build_section(name: str, raw: Mapping[str, Any], base_dir: Path | None = None) -> Any:
@@ -460,9 +454,9 @@ def _format_default(f: dataclasses.Field) -> str:
     return f"`{_to_toml_value(f.default)}`"
 
 
-def component_reference(section: str, cls: type) -> str:
-    """The Markdown table of one config dataclass: key, type, default and meaning."""
-    kind = None if section == "run" else cls.__dataclass_fields__["type"].default
+def component_reference(section: str, kind: str | None, cls: type) -> str:
+    """The Markdown table of one config dataclass (selected by ``type = kind``; None for
+    [run]): key, type, default and meaning."""
     title = f"[{section}]" + (f" type = \"{kind}\"" if kind else "")
     out = [f"#### `{title}`", "", (cls.__doc__ or "").strip().splitlines()[0], ""]
     out += ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
@@ -479,7 +473,7 @@ def input_reference() -> str:
     """Markdown tables of every section, built-in type and key: type, default and meaning."""
     out = []
     for section in registry.SECTIONS:
-        out += [component_reference(section, registry.lookup(section, name).config)
+        out += [component_reference(section, name, registry.lookup(section, name).config)
                 for name in registry.builtin_names(section)]
-    out.append(component_reference("run", RunConfig))
+    out.append(component_reference("run", None, RunConfig))
     return "\n".join(out)

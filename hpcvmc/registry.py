@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from hpcvmc.errors import InputError
+
 SECTIONS = ("system", "model", "sampler", "optimizer")
 """The input sections whose ``type`` selects a component."""
 
@@ -47,10 +49,6 @@ BUILTIN_MODULES = (
     "hpcvmc.optim.natural_gradient",
 )
 """Modules that register the built-in components (imported on the first lookup)."""
-
-
-class ComponentError(Exception):
-    """A ``type`` that names no usable component; the message is one line naming the key."""
 
 
 @dataclass(frozen=True)
@@ -117,18 +115,18 @@ def load_object(spec: str, key: str, base_dir: Path | None = None) -> Any:
     loaded (and kept in ``sys.modules`` under ``module``, so a second lookup finds it).
 
     Raises:
-        ComponentError: naming ``key`` when the module or the name cannot be found or loaded.
+        InputError: naming ``key`` when the module or the name cannot be found or loaded.
     """
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
-        raise ComponentError(f"{key} = {spec!r}: expected 'module:Name'")
+        raise InputError(f"{key} = {spec!r}: expected 'module:Name'")
     module = sys.modules.get(module_name)
     if module is None:
         module = _import(module_name, key, spec, base_dir)
     try:
         return getattr(module, attr)
     except AttributeError:
-        raise ComponentError(f"{key} = {spec!r}: module {module_name!r} has no {attr!r}") from None
+        raise InputError(f"{key} = {spec!r}: module {module_name!r} has no {attr!r}") from None
 
 
 def _import(module_name: str, key: str, spec: str, base_dir: Path | None) -> Any:
@@ -137,13 +135,13 @@ def _import(module_name: str, key: str, spec: str, base_dir: Path | None) -> Any
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name != module_name.split(".")[0] and exc.name != module_name:
-            raise ComponentError(f"{key} = {spec!r}: importing {module_name!r} failed: {exc}") from None
+            raise InputError(f"{key} = {spec!r}: importing {module_name!r} failed: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - any failure of user code is reported in one line
-        raise ComponentError(f"{key} = {spec!r}: importing {module_name!r} failed: "
+        raise InputError(f"{key} = {spec!r}: importing {module_name!r} failed: "
                              f"{type(exc).__name__}: {exc}") from None
     path = Path(base_dir or ".") / (module_name.replace(".", "/") + ".py")
     if not path.is_file():
-        raise ComponentError(f"{key} = {spec!r}: no module {module_name!r} on the Python path "
+        raise InputError(f"{key} = {spec!r}: no module {module_name!r} on the Python path "
                              f"and no file {path}")
     loader_spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(loader_spec)
@@ -152,7 +150,7 @@ def _import(module_name: str, key: str, spec: str, base_dir: Path | None) -> Any
         loader_spec.loader.exec_module(module)
     except Exception as exc:  # noqa: BLE001 - any failure of user code is reported in one line
         del sys.modules[module_name]
-        raise ComponentError(f"{key} = {spec!r}: loading {path} failed: "
+        raise InputError(f"{key} = {spec!r}: loading {path} failed: "
                              f"{type(exc).__name__}: {exc}") from None
     return module
 
@@ -161,7 +159,7 @@ def lookup(section: str, name: str, base_dir: Path | None = None) -> Component:
     """The component selected by ``[section] type = name``.
 
     Raises:
-        ComponentError: an unknown built-in name, or a plug-in that cannot be loaded or is not
+        InputError: an unknown built-in name, or a plug-in that cannot be loaded or is not
             a Component of this section.
     """
     _load_builtins()
@@ -173,10 +171,10 @@ def lookup(section: str, name: str, base_dir: Path | None = None) -> Component:
             known = list(_BUILTINS[section])
             close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ComponentError(f"{key} = {name!r} is not one of {', '.join(map(repr, known))} "
+            raise InputError(f"{key} = {name!r} is not one of {', '.join(map(repr, known))} "
                                  f"or a plug-in 'module:Name'{hint}") from None
     found = load_object(name, key, base_dir)
     if not isinstance(found, Component) or found.section != section:
-        raise ComponentError(f"{key} = {name!r} is not an hpcvmc.registry.Component of section "
+        raise InputError(f"{key} = {name!r} is not an hpcvmc.registry.Component of section "
                              f"{section!r}")
     return found

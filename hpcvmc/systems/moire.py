@@ -27,7 +27,12 @@ from hpcvmc.progress import format_energy
 from hpcvmc.registry import Component, register
 from hpcvmc.systems.ewald import Ewald2D
 from hpcvmc.systems.lattice import map_in_chunks
-from hpcvmc.systems.moire_lattice import MoireParameters, moire_sites, potential_wave_vectors
+from hpcvmc.systems.moire_lattice import (
+    NAMED_SUPERCELLS,
+    MoireParameters,
+    moire_sites,
+    potential_wave_vectors,
+)
 
 LogPsi = Callable[[Any, jax.Array], jax.Array]
 """log psi(params, x): x of shape (batch, N, 2) -> complex log psi of shape (batch,)."""
@@ -212,9 +217,6 @@ def from_config(cfg: Any) -> Moire:
                  laplacian=cfg.laplacian)
 
 
-NAMED_MOIRE_SUPERCELLS = (3, 9, 12, 21, 27)
-
-
 @dataclass(frozen=True, kw_only=True)
 class MoireConfig:
     """2D electrons in a triangular moire potential with Coulomb repulsion on a supercell torus.
@@ -234,7 +236,7 @@ class MoireConfig:
     )
     sites: int = option(
         9, "Named supercell: its number of moire sites.",
-        choices=NAMED_MOIRE_SUPERCELLS,
+        choices=tuple(sorted(NAMED_SUPERCELLS)),
     )
     supercell: list[list[int]] | None = option(
         None, "General supercell as an integer matrix [[M00, M01], [M10, M11]] (overrides sites)."
