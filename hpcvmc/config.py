@@ -304,6 +304,12 @@ def from_tables(tables: Mapping[str, Mapping[str, Any]], base_dir: Path | None =
     Raises:
         InputError: naming the key path of the first problem found.
     """
+    with _input_dir(base_dir):
+        return _validated(tables, base_dir)
+
+
+def _validated(tables: Mapping[str, Mapping[str, Any]], base_dir: Path | None) -> Config:
+    """The body of :func:`from_tables`."""
     for name in tables:
         if name not in SECTIONS:
             raise InputError(f"unknown section [{name}]" + _did_you_mean(name, list(SECTIONS)))
@@ -366,8 +372,7 @@ def load(path: str | Path, overrides: list[str] | None = None) -> Config:
     Raises:
         InputError: a missing or unreadable file, bad TOML, or a bad key or value.
     """
-    with _reading(path):
-        return loads(_read_input(path), overrides, source=str(path), base_dir=Path(path).parent)
+    return loads(_read_input(path), overrides, source=str(path), base_dir=Path(path).parent)
 
 
 INPUT_DIR: contextvars.ContextVar[Path | None] = contextvars.ContextVar("input_dir", default=None)
@@ -376,9 +381,10 @@ INPUT_DIR: contextvars.ContextVar[Path | None] = contextvars.ContextVar("input_d
 
 
 @contextlib.contextmanager
-def _reading(path: str | Path) -> Iterator[None]:
-    """Set :data:`INPUT_DIR` to the folder of ``path`` while it is parsed and validated."""
-    token = INPUT_DIR.set(Path(path).resolve().parent)
+def _input_dir(base_dir: Path | None) -> Iterator[None]:
+    """Set :data:`INPUT_DIR` to ``base_dir`` while an input is parsed and validated (for keys
+    such as system.operator that load a user's ``module:Name`` beside ``type``)."""
+    token = INPUT_DIR.set(None if base_dir is None else Path(base_dir).resolve())
     try:
         yield
     finally:
@@ -408,7 +414,7 @@ def load_system(path: str | Path, overrides: list[str] | None = None) -> Any:
         InputError: as :func:`load`, or a missing [system] section.
     """
     path = Path(path)
-    with _reading(path):
+    with _input_dir(path.parent):
         return _system_section(path, overrides)
 
 

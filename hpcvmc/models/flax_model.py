@@ -22,7 +22,8 @@ import jax.numpy as jnp
 
 from hpcvmc import registry
 from hpcvmc.registry import Component, register
-from hpcvmc.config import INPUT_DIR, REQUIRED, InputError, option
+from hpcvmc.config import INPUT_DIR, REQUIRED, option
+from hpcvmc.errors import InputError
 
 
 def _module_class(spec: str) -> type[nn.Module]:
@@ -31,10 +32,7 @@ def _module_class(spec: str) -> type[nn.Module]:
     Raises:
         InputError: naming ``model.module``: it cannot be loaded or is not a flax module class.
     """
-    try:
-        cls = registry.load_object(spec, "model.module", INPUT_DIR.get())
-    except registry.ComponentError as exc:
-        raise InputError(str(exc)) from None
+    cls = registry.load_object(spec, "model.module", INPUT_DIR.get())
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
         raise InputError(f"model.module = {spec!r} is not a flax.linen.Module class")
     return cls

@@ -34,7 +34,8 @@ import numpy as np
 
 from hpcvmc import registry
 from hpcvmc.registry import Component, register
-from hpcvmc.config import INPUT_DIR, REQUIRED, InputError, option
+from hpcvmc.config import INPUT_DIR, REQUIRED, option
+from hpcvmc.errors import InputError
 from hpcvmc.progress import format_energy
 from hpcvmc.protocols import LogPsi
 from hpcvmc.systems.lattice import map_in_chunks
@@ -50,10 +51,7 @@ def _operator(spec: str, kwargs_json: str) -> Any:
     """Call the user's function and check its result (see :func:`load_operator`)."""
     import netket as nk
 
-    try:
-        function = registry.load_object(spec, "system.operator", INPUT_DIR.get())
-    except registry.ComponentError as exc:
-        raise InputError(str(exc)) from None
+    function = registry.load_object(spec, "system.operator", INPUT_DIR.get())
     try:
         op = function(**json.loads(kwargs_json))
     except Exception as exc:  # noqa: BLE001 - any failure of user code is reported in one line
