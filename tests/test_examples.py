@@ -30,27 +30,31 @@ def sets(overrides: list[str]) -> list[str]:
     return [arg for o in overrides for arg in ("--set", o)]
 
 
-def exact(path: Path, capsys: pytest.CaptureFixture) -> float:
-    assert main(["exact", str(path), "--json"] + sets(SHORT[path])) == 0
-    return json.loads(capsys.readouterr().out)["energy"]
-
-
 def test_tfim_exact_energy_is_the_free_fermion_value(capsys) -> None:
-    """Critical periodic chain (even parity sector): E0 = -2 J / sin(pi / (2 N)), N = 8."""
-    assert exact(TFIM, capsys) == pytest.approx(-2.0 / math.sin(math.pi / 16), abs=1e-9)
+    """hpcvmc exact (NetKet's Lanczos) on the critical periodic chain of 8 sites:
+    E0 = -2 J / sin(pi / (2 N)) (free fermions, even parity sector)."""
+    assert main(["exact", str(TFIM), "--json"] + sets(SHORT[TFIM])) == 0
+    energy = json.loads(capsys.readouterr().out)["energy"]
+    assert energy == pytest.approx(-2.0 / math.sin(math.pi / 16), abs=1e-9)
+
+
+# ground-state energies (hpcvmc exact): the critical chain of 8 sites (free fermions, even parity
+# sector: -2 J / sin(pi / (2 N))) and the 6 x 3 triangular lattice (NetKet Lanczos, S^z = 0)
+EXACT = {TFIM: -2.0 / math.sin(math.pi / 16), TRIANGULAR: -41.83974254}
 
 
 @pytest.mark.parametrize("path", [TFIM, TRIANGULAR], ids=["tfim_chain", "heisenberg_triangular"])
-def test_example_runs_short(path: Path, tmp_path: Path, capsys) -> None:
-    """Three steps from the example's own files lower the energy, which stays above the exact
-    ground state (the TFIM's exact sampler gives the variational energy itself)."""
-    e0 = exact(path, capsys)
+def test_example_runs_short(path: Path, tmp_path: Path) -> None:
+    """Three steps from the example's own files: finite energies above the exact ground state
+    (within 5 error bars: the triangular example samples), and for the TFIM, whose exact sampler
+    gives the variational energy itself, a lower energy after the updates."""
     out = tmp_path / "run"
     assert main(["run", str(path)] + sets(SHORT[path] + ["run.steps=3", f"run.output={out}"])) == 0
-    energy = np.genfromtxt(out / "history.csv", delimiter=",", names=True)["energy"]
-    assert np.all(np.isfinite(energy)) and energy[-1] < energy[0]
+    history = np.genfromtxt(out / "history.csv", delimiter=",", names=True)
+    assert np.all(np.isfinite(history["energy"]))
+    assert np.all(history["energy"] > EXACT[path] - 5 * history["error"])
     if path == TFIM:
-        assert np.all(energy > e0)
+        assert history["energy"][-1] < history["energy"][0]
 
 
 def test_tfim_first_step_is_the_dense_variational_energy(tmp_path: Path) -> None:
