@@ -49,7 +49,8 @@ def main() -> None:
     import scipy.stats
 
     from hpcvmc.models.rbm import RBM
-    from hpcvmc.sampling import ExchangeSampler
+    from hpcvmc.metropolis import Metropolis
+    from hpcvmc.sampling import ExchangeMoves
     from hpcvmc.systems.lattice import J1J2, sz0_configurations
 
     L, n = 4, 16
@@ -78,9 +79,9 @@ def main() -> None:
 
     # hpcvmc
     system = J1J2(L=L)
-    sampler = ExchangeSampler(n_sites=n, pairs=system.exchange_pairs(),
-                              samples_per_chain=args.samples_per_chain, sweeps=args.sweeps,
-                              burn_in=args.burn_in, discard=0, seed=args.seed)
+    sampler = Metropolis(rule=ExchangeMoves(n_sites=n, pairs=system.exchange_pairs()),
+                         n_chains=args.chains, samples_per_chain=args.samples_per_chain,
+                         sweeps=args.sweeps, burn_in=args.burn_in, discard=0, seed=args.seed)
     chains = jnp.arange(args.chains)
     state = jax.jit(lambda: sampler.init(logpsi, params, chains))()
     batch, _ = jax.jit(lambda st: sampler.sample(logpsi, params, st, chains, 0))(state)

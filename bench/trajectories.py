@@ -9,7 +9,7 @@ Both codes start from the same parameters and the same burnt-in chains (hpcvmc's
 ``run.seed``) and run ``--steps`` optimization steps at equal settings (NetKet's side is
 ``bench/vs_netket.py``'s ``netket_driver``: learning rate / 8, energies / 4, the same diagonal
 shift schedule and SPRING momentum) once per sampler seed ``1000 + k``, k = 0 .. seeds - 1:
-hpcvmc's ``ExchangeSampler.seed`` and NetKet's ``sampler_seed``. The parameters' starting point
+hpcvmc's ``Metropolis.seed`` and NetKet's ``sampler_seed``. The parameters' starting point
 is fixed, so the spread over seeds is the Monte Carlo spread of the trajectory itself.
 
 Per step it prints the mean over seeds of each code's energy estimate, the standard deviation

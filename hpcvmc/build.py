@@ -77,7 +77,7 @@ def build(config: C.Config, comm: Comm) -> Setup:
     C.check_ranks(config, comm.size)
     system, model = system_and_model(config)
     sampler = component("sampler", config.sampler).build(config.sampler, system, config.run.seed, comm)
-    per_rank = getattr(config.sampler, "n_chains", 0) // comm.size
+    per_rank = sampler.n_chains // comm.size
     chain_ids = np.arange(comm.rank * per_rank, (comm.rank + 1) * per_rank)
     optimizer = component("optimizer", config.optimizer).build(config.optimizer, config.run.steps)
     return Setup(config, comm, system, model, sampler, optimizer, chain_ids)

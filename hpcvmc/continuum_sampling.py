@@ -10,27 +10,25 @@ the chain samples |psi|^2 on the torus.
 Every chain carries its own move width. During burn-in the widths adapt after every block of
 ``ADAPT_SWEEPS`` sweeps, w <- w exp(ADAPT_GAIN (a - a_target)) with a the chain's acceptance in
 the block; after every step the same rule is applied with the acceptance of that step (the
-samples of a step are drawn at a fixed width). Random numbers follow
-``hpcvmc.sampling.chain_keys`` (seed, purpose, global chain index, step), folded with the sweep
-index and the electron index, so chain c gives the same samples alone or next to other chains,
-on any number of ranks.
+samples of a step are drawn at a fixed width). The Metropolis loop is
+:class:`hpcvmc.metropolis.Metropolis`; its chain keys (seed, purpose, global chain index, step)
+are folded with the sweep index within the phase (the step, or the burn-in) and the electron
+index, so chain c gives the same samples alone or next to other chains, on any number of ranks.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from hpcvmc.config import InputError, option
+from hpcvmc.metropolis import Metropolis
+from hpcvmc.parallel import Comm
 from hpcvmc.registry import Component, register
-from hpcvmc.sampling import PURPOSE_BURN_IN, PURPOSE_INIT, PURPOSE_STEP, Batch, chain_keys
-
-LogPsi = Callable[[Any, jax.Array], jax.Array]
-"""log psi(params, x): x of shape (batch, N, 2) -> complex log psi of shape (batch,)."""
 
 ADAPT_SWEEPS = 10
 """Sweeps per burn-in block between two width adaptations."""
@@ -59,33 +57,22 @@ class GaussianState(NamedTuple):
 
 
 @dataclass(frozen=True, eq=False)
-class GaussianSampler:
-    """Gaussian-move Metropolis sampler of |psi|^2 on the supercell torus.
+class GaussianMoves:
+    """Gaussian moves of electron positions on the supercell torus, per-chain widths.
 
     Attributes:
         cell: supercell vectors, shape (2, 2), rows L_1, L_2, in a_M.
         n_electrons: electrons per configuration N.
-        samples_per_chain: samples each chain records per step.
-        sweeps: sweeps between recorded samples (thinning).
-        burn_in: sweeps discarded once when the chains are created, run as
-            ceil(burn_in / ADAPT_SWEEPS) blocks of ADAPT_SWEEPS sweeps.
-        discard: sweeps discarded at the start of every step.
-        seed: run seed.
         move: "all" (all-electron moves) or "one" (one electron at a time).
         width: initial move width in a_M.
         target_acceptance: acceptance the widths adapt to.
     """
 
-    State = GaussianState
-    """The per-chain state this sampler carries (and checkpoints)."""
+    State: ClassVar[type] = GaussianState
+    adapt_sweeps: ClassVar[int] = ADAPT_SWEEPS
 
     cell: np.ndarray
     n_electrons: int
-    samples_per_chain: int
-    sweeps: int
-    burn_in: int
-    discard: int
-    seed: int
     move: str = "all"
     width: float = 0.2
     target_acceptance: float = 0.5
@@ -95,99 +82,33 @@ class GaussianSampler:
         frac = x @ jnp.asarray(np.linalg.inv(self.cell))
         return (frac - jnp.floor(frac)) @ jnp.asarray(self.cell)
 
-    def init(self, logpsi: LogPsi, params: Any, chain_ids: jax.Array) -> GaussianState:
-        """Uniform random positions in the supercell, then the adaptive burn-in.
-
-        Args:
-            logpsi: the model's log psi(params, x).
-            params: model parameters.
-            chain_ids: global indices of this rank's chains, shape (n_chains_local,).
-
-        Returns:
-            The burnt-in state.
-        """
-        keys = chain_keys(self.seed, PURPOSE_INIT, chain_ids, 0)
+    def start(self, keys: jax.Array) -> jax.Array:
+        """Uniform random positions in the supercell, shape (chains, N, 2)."""
         frac = jax.vmap(lambda k: jax.random.uniform(k, (self.n_electrons, 2)))(keys)
-        x = frac @ jnp.asarray(self.cell)
-        int_type = jnp.int64 if jax.config.jax_enable_x64 else jnp.int32
-        counter = jnp.zeros(len(chain_ids), dtype=int_type)
-        width = jnp.full(len(chain_ids), self.width, dtype=x.dtype)
-        state = GaussianState(x, logpsi(params, x), counter, counter, width)
-        if self.burn_in == 0:
-            return state
-        burn_keys = chain_keys(self.seed, PURPOSE_BURN_IN, chain_ids, 0)
+        return frac @ jnp.asarray(self.cell)
 
-        def block(st: GaussianState, index: jax.Array) -> tuple[GaussianState, None]:
-            new = self._sweeps(logpsi, params, st, burn_keys, index * ADAPT_SWEEPS, ADAPT_SWEEPS)
-            return self._adapt(st, new), None
+    def state(self, x: jax.Array, logpsi: jax.Array, counter: jax.Array) -> GaussianState:
+        """GaussianState(x, log psi, 0, 0, initial width)."""
+        return GaussianState(x, logpsi, counter, counter, jnp.full(len(x), self.width, dtype=x.dtype))
 
-        n_blocks = -(-self.burn_in // ADAPT_SWEEPS)
-        state, _ = jax.lax.scan(block, state, jnp.arange(n_blocks))
-        return state
+    def draws(self, keys: jax.Array, n_sweeps: int) -> jax.Array:
+        """Key of sweep k of the phase: fold_in(chain key, k), shape (n_sweeps, chains, 2)."""
+        return jax.vmap(lambda k: jax.vmap(lambda c: jax.random.fold_in(c, k))(keys))(
+            jnp.arange(n_sweeps))
 
-    def sample(self, logpsi: LogPsi, params: Any, state: GaussianState, chain_ids: jax.Array,
-               step: int | jax.Array, purpose: int = PURPOSE_STEP) -> tuple[Batch, GaussianState]:
-        """Discard ``discard`` sweeps, record ``samples_per_chain`` samples ``sweeps`` sweeps apart,
-        then adapt the widths to this step's acceptance. Jittable (``step`` may be traced).
-        log psi of the current positions is recomputed with ``params`` first (the state carries
-        that of the previous parameters; see :meth:`hpcvmc.sampling.ExchangeSampler.sample`).
+    def moves(self, sweep: jax.Array) -> jax.Array | tuple[jax.Array, jax.Array]:
+        """"all": the sweep key; "one": (electron i, fold_in(sweep key, i)) for i = 0..N-1."""
+        if self.move == "all":
+            return sweep[None]
+        electrons = jnp.arange(self.n_electrons)
+        return electrons, jax.vmap(lambda i: jax.vmap(lambda c: jax.random.fold_in(c, i))(sweep))(
+            electrons)
 
-        Args:
-            logpsi: the model's log psi(params, x).
-            params: model parameters.
-            state: this rank's chains.
-            chain_ids: their global indices, shape (n_chains_local,).
-            step: the optimization step (selects the random streams).
-            purpose: stream tag: PURPOSE_STEP while optimizing, PURPOSE_MEASURE when measuring.
-
-        Returns:
-            (Batch(x, None) with x of shape (n_chains_local, samples_per_chain, N, 2), new state).
-        """
-        keys = chain_keys(self.seed, purpose, chain_ids, step)
-        state = state._replace(logpsi=logpsi(params, state.x))  # the parameters changed since
-        start = state
-        state = self._sweeps(logpsi, params, state, keys, 0, self.discard)
-
-        def record(st: GaussianState, t: jax.Array) -> tuple[GaussianState, jax.Array]:
-            st = self._sweeps(logpsi, params, st, keys, self.discard + t * self.sweeps, self.sweeps)
-            return st, st.x
-
-        state, xs = jax.lax.scan(record, state, jnp.arange(self.samples_per_chain))
-        return Batch(jnp.swapaxes(xs, 0, 1), None), self._adapt(start, state)
-
-    def _adapt(self, before: GaussianState, after: GaussianState) -> GaussianState:
-        """Width update w <- w exp(ADAPT_GAIN (a - target)) from the acceptance a in between."""
-        accepted = after.accepted - before.accepted
-        proposed = jnp.maximum(after.proposed - before.proposed, 1)
-        rate = accepted / proposed
-        limit = float(np.max(np.linalg.norm(self.cell, axis=1)))
-        width = after.width * jnp.exp(ADAPT_GAIN * (rate - self.target_acceptance))
-        return after._replace(width=jnp.clip(width, MIN_WIDTH, limit))
-
-    def _sweeps(self, logpsi: LogPsi, params: Any, state: GaussianState, keys: jax.Array,
-                first: int | jax.Array, n_sweeps: int) -> GaussianState:
-        """Run sweeps first .. first + n_sweeps - 1 (their keys: fold_in(chain key, sweep))."""
-        if n_sweeps == 0:
-            return state
-
-        def sweep(st: GaussianState, index: jax.Array) -> tuple[GaussianState, None]:
-            sweep_keys = jax.vmap(lambda k: jax.random.fold_in(k, index))(keys)
-            if self.move == "all":
-                return self._move(logpsi, params, st, sweep_keys, None), None
-
-            def one(s: GaussianState, electron: jax.Array) -> tuple[GaussianState, None]:
-                move_keys = jax.vmap(lambda k: jax.random.fold_in(k, electron))(sweep_keys)
-                return self._move(logpsi, params, s, move_keys, electron), None
-
-            st, _ = jax.lax.scan(one, st, jnp.arange(self.n_electrons))
-            return st, None
-
-        state, _ = jax.lax.scan(sweep, state, first + jnp.arange(n_sweeps))
-        return state
-
-    def _move(self, logpsi: LogPsi, params: Any, st: GaussianState, keys: jax.Array,
-              electron: jax.Array | None) -> GaussianState:
-        """One Metropolis move on every chain: all electrons (electron None) or one electron."""
+    def propose(self, st: GaussianState, move: jax.Array | tuple[jax.Array, jax.Array]
+                ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """r -> wrap(r + w eta) for all electrons or electron i; (eta, u) from the two halves
+        of the move's key."""
+        electron, keys = (None, move) if self.move == "all" else move
 
         def draw(key: jax.Array) -> tuple[jax.Array, jax.Array]:
             k_step, k_acc = jax.random.split(key)
@@ -199,25 +120,17 @@ class GaussianSampler:
             x_new = st.x + st.width[:, None, None] * eta
         else:
             x_new = st.x.at[:, electron].add(st.width[:, None] * eta)
-        x_new = self.wrap(x_new)
-        logpsi_new = logpsi(params, x_new)
-        accept = log_u < 2.0 * (logpsi_new.real - st.logpsi.real)
-        return st._replace(
-            x=jnp.where(accept[:, None, None], x_new, st.x),
-            logpsi=jnp.where(accept, logpsi_new, st.logpsi),
-            accepted=st.accepted + accept,
-            proposed=st.proposed + 1,
-        )
+        return self.wrap(x_new), jnp.ones(len(keys), dtype=bool), log_u
 
-
-def from_config(cfg: Any, system: Any, seed: int, comm: Any) -> GaussianSampler:
-    """Build the sampler from a validated ``[sampler] type = "gaussian"`` section and the system."""
-    return GaussianSampler(
-        cell=np.asarray(system.cell), n_electrons=system.n_electrons,
-        samples_per_chain=cfg.samples_per_chain, sweeps=cfg.sweeps, burn_in=cfg.burn_in,
-        discard=cfg.discard, seed=seed, move=cfg.move, width=cfg.width,
-        target_acceptance=cfg.target_acceptance,
-    )
+    def adapt(self, before: GaussianState, after: GaussianState) -> GaussianState:
+        """Width update w <- w exp(ADAPT_GAIN (a - target)) from the acceptance a in between,
+        clipped to [MIN_WIDTH, longest cell vector]."""
+        accepted = after.accepted - before.accepted
+        proposed = jnp.maximum(after.proposed - before.proposed, 1)
+        rate = accepted / proposed
+        limit = float(np.max(np.linalg.norm(self.cell, axis=1)))
+        width = after.width * jnp.exp(ADAPT_GAIN * (rate - self.target_acceptance))
+        return after._replace(width=jnp.clip(width, MIN_WIDTH, limit))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -269,4 +182,12 @@ class GaussianSamplerConfig:
         return self.n_samples // self.n_chains
 
 
-register(Component("sampler", "gaussian", GaussianSamplerConfig, from_config))
+def gaussian_from_config(cfg: GaussianSamplerConfig, system: Any, seed: int, comm: Comm) -> Metropolis:
+    """``[sampler] type = "gaussian"`` on the system's supercell and electrons."""
+    rule = GaussianMoves(cell=np.asarray(system.cell), n_electrons=system.n_electrons,
+                         move=cfg.move, width=cfg.width, target_acceptance=cfg.target_acceptance)
+    return Metropolis(rule=rule, n_chains=cfg.n_chains, samples_per_chain=cfg.samples_per_chain,
+                      sweeps=cfg.sweeps, burn_in=cfg.burn_in, discard=cfg.discard, seed=seed)
+
+
+register(Component("sampler", "gaussian", GaussianSamplerConfig, gaussian_from_config))

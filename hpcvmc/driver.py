@@ -27,7 +27,6 @@ from hpcvmc import checkpoint as ckpt
 from hpcvmc import export
 from hpcvmc.build import Setup
 from hpcvmc.config import InputError, loads
-from hpcvmc.sampling import ExactSamplerConfig
 from hpcvmc.measure import FINAL_FILE, final_measurement, read_final
 from hpcvmc.optim.jacobian import centred_scaled, jacobian
 from hpcvmc.outputs import OutputError, cannot_write, write_text_atomic, writing
@@ -64,21 +63,14 @@ def make_step(setup: Setup) -> Callable[..., StepOutput]:
     The energy statistics describe the parameters *before* the update of this step.
     """
     comm, system, sampler = setup.comm, setup.system, setup.sampler
-    exact = isinstance(setup.config.sampler, ExactSamplerConfig)
     chunk = setup.optimizer.jacobian_chunk
-    clip = 0.0 if exact else setup.optimizer.clip_local_energy
+    clip = setup.optimizer.clip_local_energy
     chain_ids = jnp.asarray(setup.chain_ids)
 
     def step_fn(params: Any, opt_state: Any, chains: ChainState | None, step: jax.Array) -> StepOutput:
-        if exact:
-            batch = sampler.sample(setup.logpsi, params, comm)
-            acceptance = jnp.asarray(1.0)
-        else:
-            batch, new_chains = sampler.sample(setup.logpsi, params, chains, chain_ids, step)
-            accepted = comm.sum(jnp.sum(new_chains.accepted - chains.accepted))
-            proposed = comm.sum(jnp.sum(new_chains.proposed - chains.proposed))
-            acceptance = accepted / jnp.maximum(proposed, 1)
-            chains = new_chains
+        batch, new_chains = sampler.sample(setup.logpsi, params, chains, chain_ids, step)
+        acceptance = sampler.acceptance(chains, new_chains, comm)
+        chains = new_chains
         shape = batch.x.shape[:2]
         x = batch.x.reshape((-1,) + batch.x.shape[2:])
         e_loc = system.local_energy(setup.logpsi, params, x)
@@ -88,7 +80,8 @@ def make_step(setup: Setup) -> Callable[..., StepOutput]:
         else:
             stats = summarize_weighted(e_loc, weights, comm)
         jac = jacobian(setup.logpsi, params, x, chunk)
-        e_update = e_loc if clip == 0.0 else clip_local_energy(e_loc, clip, comm)
+        # the clipping window is an unweighted statistic: weighted (exact) batches are not clipped
+        e_update = e_loc if clip == 0.0 or weights is not None else clip_local_energy(e_loc, clip, comm)
         O, eps = centred_scaled(jac, e_update, comm, weights=weights)
         # every rank holds the same number of rows (chains and enumerated states are split evenly)
         updates, opt_state, info = setup.optimizer.update(O, eps, opt_state, params, comm,
@@ -100,11 +93,8 @@ def make_step(setup: Setup) -> Callable[..., StepOutput]:
 
 
 def samples_per_step(setup: Setup) -> int:
-    """Configurations in one step's energy and gradient, all ranks: ``sampler.n_samples``, or
-    the number of states (or orbits) the exact sampler sums over; collective."""
-    if isinstance(setup.config.sampler, ExactSamplerConfig):
-        return int(setup.comm.sum(jnp.asarray(np.sum(setup.sampler.valid))))
-    return setup.config.sampler.n_samples
+    """Configurations in one step's energy and gradient, all ranks; collective."""
+    return setup.sampler.samples_per_step(setup.comm)
 
 
 def _row(out: StepOutput, n_samples: int, seconds: float) -> dict[str, float]:
@@ -213,7 +203,7 @@ def restore(setup: Setup, snap: ckpt.Snapshot, source: Path) -> RunState:
     if len(setup.chain_ids) and snap.chains is None:  # written by the exact sampler
         chains = _burnt_in_chains(setup, params)
     elif len(setup.chain_ids):
-        n_chains = setup.config.sampler.n_chains
+        n_chains = setup.sampler.n_chains
         all_chains = ckpt.redistribute_chains(snap.chains, n_chains)
         local = {k: jnp.asarray(v[setup.chain_ids]) for k, v in all_chains.items()}
         chains = setup.sampler.State(**local)

@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 
 from hpcvmc.build import Setup
-from hpcvmc.sampling import PURPOSE_MEASURE
-from hpcvmc.stats import combine_steps, summarize
+from hpcvmc.protocols import PURPOSE_MEASURE
+from hpcvmc.stats import combine_steps, summarize, summarize_weighted
 
 
 def sample_fixed(setup: Setup, params: Any, chains: Any, n_steps: int,
@@ -26,12 +26,13 @@ def sample_fixed(setup: Setup, params: Any, chains: Any, n_steps: int,
 
     Step k samples with the stream (PURPOSE_MEASURE, k), evaluates the local energy of every
     sample and, when ``collect`` is given, updates ``acc = collect(acc, x)`` with this rank's
-    samples x (jittable; the caller reduces ``acc`` over the ranks). Collective.
+    samples x (jittable; the caller reduces ``acc`` over the ranks; x comes without weights, so
+    ``collect`` serves Monte Carlo samplers). Collective.
 
     Args:
-        setup: the built run (a Markov-chain sampler).
+        setup: the built run.
         params: the parameters, held fixed.
-        chains: this rank's chains.
+        chains: this rank's chains (None for an exact sampler).
         n_steps: sampler steps (>= 1).
         collect: optional accumulator update.
         acc: its initial value.
@@ -50,7 +51,10 @@ def sample_fixed(setup: Setup, params: Any, chains: Any, n_steps: int,
                                              purpose=PURPOSE_MEASURE)
         x = batch.x.reshape((-1,) + batch.x.shape[2:])
         e_loc = system.local_energy(setup.logpsi, params, x)
-        stats = summarize(e_loc.reshape(batch.x.shape[:2]), comm)
+        if batch.weights is None:
+            stats = summarize(e_loc.reshape(batch.x.shape[:2]), comm)
+        else:
+            stats = summarize_weighted(e_loc, batch.weights.reshape(-1), comm)
         return chains, acc if collect is None else collect(acc, x), stats
 
     means, errors, variances = [], [], []

@@ -25,33 +25,21 @@ import json
 from pathlib import Path
 from typing import Any
 
-import jax
-import jax.numpy as jnp
-
 from hpcvmc import registry
 from hpcvmc.build import Setup
-from hpcvmc.sampling import ExactSamplerConfig
 from hpcvmc.fixed_sampling import sample_fixed
 from hpcvmc.outputs import OutputError, write_text_atomic
 from hpcvmc.protocols import Observables
-from hpcvmc.stats import summarize_weighted
 
 FINAL_FILE = "final.json"
 
 
 def _energy_steps(setup: Setup, params: Any, chains: Any, n_steps: int) -> tuple[float, float, float, int]:
     """(mean, error, variance, n_samples) of the local energy over ``n_steps`` sampler steps
-    (one full sum with the exact sampler)."""
-    comm, system = setup.comm, setup.system
-    if isinstance(setup.config.sampler, ExactSamplerConfig):
-        batch = jax.jit(lambda p: setup.sampler.sample(setup.logpsi, p, comm))(params)
-        e_loc = jax.jit(lambda p, x: system.local_energy(setup.logpsi, p, x))(params, batch.x.reshape(
-            (-1,) + batch.x.shape[2:]))
-        stats = summarize_weighted(e_loc, batch.weights.reshape(-1), comm)
-        n_states = int(comm.sum(jnp.asarray(e_loc.shape[0])))
-        return float(jnp.real(stats.mean)), 0.0, float(stats.variance), n_states
+    (one step of an exact sampler: every step would give the same full sum)."""
+    n_steps = 1 if setup.sampler.is_exact else n_steps
     (mean, error, variance), _, _ = sample_fixed(setup, params, chains, n_steps)
-    return mean, error, variance, n_steps * setup.config.sampler.n_samples
+    return mean, error, variance, n_steps * setup.sampler.samples_per_step(setup.comm)
 
 
 def system_observables(system: Any) -> Observables | None:

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from hpcvmc import config as C
-from hpcvmc.continuum_sampling import GaussianSampler
+from hpcvmc.continuum_sampling import GaussianMoves
+from hpcvmc.metropolis import Metropolis
 from hpcvmc.models import slater
 from hpcvmc.systems import moire
 
@@ -18,8 +19,11 @@ def _setup(n_electrons=1, supercell=ONE_SITE, **sampler_keys):
     model = slater.from_config(slater.SlaterConfig(g_max=1.0), system)
     params = model.init(jax.random.PRNGKey(0), jnp.ones((1, n_electrons, 2)))["params"]
     keys = dict(samples_per_chain=50, sweeps=2, burn_in=50, discard=0, seed=7)
+    rule_keys = {k: sampler_keys.pop(k) for k in ("move", "width", "target_acceptance")
+                 if k in sampler_keys}
     keys.update(sampler_keys)
-    sampler = GaussianSampler(cell=system.cell, n_electrons=n_electrons, **keys)
+    rule = GaussianMoves(cell=system.cell, n_electrons=n_electrons, **rule_keys)
+    sampler = Metropolis(rule=rule, n_chains=32, **keys)
     return system, model, params, sampler
 
 
@@ -78,7 +82,7 @@ def test_width_adapts_toward_the_target_acceptance():
     _, after = jax.jit(lambda p, s: sampler.sample(logpsi, p, s, ids, 0))(params, state)
     rate = np.sum(after.accepted - state.accepted) / np.sum(after.proposed - state.proposed)
     assert 0.3 < rate < 0.7, rate
-    assert set(GaussianSampler.State._fields) >= {"x", "logpsi", "accepted", "proposed", "width"}
+    assert set(GaussianMoves.State._fields) >= {"x", "logpsi", "accepted", "proposed", "width"}
 
 
 def test_samples_do_not_depend_on_a_constant_added_to_log_psi():

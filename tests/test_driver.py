@@ -80,7 +80,7 @@ def test_energy_and_gradient_match_dense_hamiltonian(model_and_sampler):
         psi = np.exp(np.asarray(log_psi) - np.max(np.asarray(log_psi).real))
         return float(np.real(np.vdot(psi, H @ psi)) / np.vdot(psi, psi).real)
 
-    batch = setup.sampler.sample(setup.logpsi, params, SERIAL)
+    batch, _ = setup.sampler.sample(setup.logpsi, params, None, jnp.arange(0), 0)
     x = batch.x[0]
     e_loc = setup.system.local_energy(setup.logpsi, params, x)
     energy = jnp.sum(batch.weights[0] * e_loc)

@@ -8,8 +8,7 @@ import pytest
 
 from hpcvmc.models.rbm import RBM
 from hpcvmc.reference import lattice_ed
-from hpcvmc.sampling import sz0_configurations
-from hpcvmc.systems.lattice import J1J2, marshall_log_sign, square_bonds
+from hpcvmc.systems.lattice import J1J2, marshall_log_sign, square_bonds, sz0_configurations
 
 
 def _netket_hamiltonian(L: int, J2: float):

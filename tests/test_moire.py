@@ -10,7 +10,8 @@ import pytest
 from hpcvmc import config as C
 from hpcvmc import observables
 from hpcvmc.cli import main
-from hpcvmc.continuum_sampling import GaussianSampler
+from hpcvmc.continuum_sampling import GaussianMoves
+from hpcvmc.metropolis import Metropolis
 from hpcvmc.models import slater
 from hpcvmc.reference import bands, hf
 from hpcvmc.systems import moire
@@ -73,9 +74,9 @@ def test_one_electron_band_orbital_has_the_band_energy_and_zero_variance():
 
 
 def _sample(system, logpsi, params, n_chains=32, samples_per_chain=64, seed=5):
-    sampler = GaussianSampler(cell=system.cell, n_electrons=system.n_electrons,
-                              samples_per_chain=samples_per_chain, sweeps=4, burn_in=100,
-                              discard=0, seed=seed)
+    sampler = Metropolis(rule=GaussianMoves(cell=system.cell, n_electrons=system.n_electrons),
+                         n_chains=n_chains, samples_per_chain=samples_per_chain, sweeps=4,
+                         burn_in=100, discard=0, seed=seed)
     ids = jnp.arange(n_chains)
 
     @jax.jit

@@ -7,7 +7,8 @@ import scipy.stats
 
 from hpcvmc.models.rbm import RBM
 from hpcvmc.parallel import SERIAL
-from hpcvmc.sampling import ExactSampler, ExchangeSampler
+from hpcvmc.metropolis import Metropolis
+from hpcvmc.sampling import ExactSampler, ExchangeMoves
 from hpcvmc.systems.lattice import (
     J1J2,
     space_group_with_spin_flip,
@@ -37,8 +38,8 @@ def test_exchange_sampler_chi_square():
     states = sz0_configurations(4)
     p_exact = _exact_probabilities(logpsi, params, states)
     assert p_exact.max() / p_exact.min() > 3  # a non-trivial distribution
-    sampler = ExchangeSampler(n_sites=4, pairs=system.exchange_pairs(), samples_per_chain=4,
-                              sweeps=3, burn_in=20, discard=0, seed=7)
+    sampler = Metropolis(rule=ExchangeMoves(n_sites=4, pairs=system.exchange_pairs()), n_chains=256,
+                         samples_per_chain=4, sweeps=3, burn_in=20, discard=0, seed=7)
     chains = jnp.arange(256)
     state = sampler.init(logpsi, params, chains)
     step = jax.jit(lambda st, k: sampler.sample(logpsi, params, st, chains, k))
@@ -57,8 +58,8 @@ def test_exchange_sampler_conserves_sz_and_is_rank_independent():
     """Chain c draws the same samples whether simulated alone or with others."""
     system = J1J2(L=4)
     logpsi, params = _model_and_params(16, scale=0.1)
-    sampler = ExchangeSampler(n_sites=16, pairs=system.exchange_pairs(), samples_per_chain=3,
-                              sweeps=1, burn_in=5, discard=1, seed=3)
+    sampler = Metropolis(rule=ExchangeMoves(n_sites=16, pairs=system.exchange_pairs()), n_chains=8,
+                         samples_per_chain=3, sweeps=1, burn_in=5, discard=1, seed=3)
     all_chains = jnp.arange(8)
     full, _ = sampler.sample(logpsi, params, sampler.init(logpsi, params, all_chains), all_chains, 2)
     half_ids = all_chains[4:]
@@ -69,8 +70,8 @@ def test_exchange_sampler_conserves_sz_and_is_rank_independent():
 
 def test_exact_sampler_weights_are_born_probabilities():
     logpsi, params = _model_and_params(4)
-    sampler = ExactSampler.for_sites(4, SERIAL)
-    batch = sampler.sample(logpsi, params, SERIAL)
+    sampler = ExactSampler.from_states(sz0_configurations(4), np.ones(6), SERIAL)
+    batch, _ = sampler.sample(logpsi, params, None, jnp.arange(0), 0)
     np.testing.assert_allclose(
         np.asarray(batch.weights[0]), _exact_probabilities(logpsi, params, sampler.configurations),
         rtol=1e-12)
@@ -81,8 +82,8 @@ def test_samples_do_not_depend_on_a_constant_added_to_log_psi():
     by a constant (|psi|^2 unchanged up to normalization) the samples must be the same."""
     system = J1J2(L=4)
     logpsi, params = _model_and_params(16, scale=0.3)
-    sampler = ExchangeSampler(n_sites=16, pairs=system.exchange_pairs(), samples_per_chain=4,
-                              sweeps=1, burn_in=5, discard=0, seed=3)
+    sampler = Metropolis(rule=ExchangeMoves(n_sites=16, pairs=system.exchange_pairs()), n_chains=8,
+                         samples_per_chain=4, sweeps=1, burn_in=5, discard=0, seed=3)
     chains = jnp.arange(8)
     state = sampler.init(logpsi, params, chains)
     for shift in (-30.0, 30.0):

@@ -31,7 +31,8 @@ def sample_from_checkpoint(config: Config, comm: Comm, path: Path,
     setup = build(config, comm)
     state = restore(setup, ckpt.read(path), path)
     if state.chains is None:  # exact sampler: every configuration, drawn by weight
-        batch = setup.sampler.sample(setup.logpsi, state.params, comm)
+        batch, _ = setup.sampler.sample(setup.logpsi, state.params, None,
+                                        jnp.asarray(setup.chain_ids), state.step)
         rng = np.random.default_rng(config.run.seed)
         weights = np.asarray(batch.weights[0])
         rows = rng.choice(len(weights), size=n_samples, p=weights / weights.sum())

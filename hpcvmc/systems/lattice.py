@@ -196,6 +196,10 @@ class J1J2:
         nn, nnn = square_bonds(self.L)
         return np.concatenate([nn, nnn])
 
+    def all_configurations(self) -> np.ndarray:
+        """Every configuration of the Sz = 0 sector (the exact sampler's sum), (n_states, n_sites)."""
+        return sz0_configurations(self.n_sites)
+
     def local_energy(self, logpsi: LogPsi, params: object, x: jax.Array) -> jax.Array:
         """Local energy E_L(s) = <s|H|psi> / <s|psi> of every configuration.
 
