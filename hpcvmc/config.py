@@ -20,6 +20,7 @@ import difflib
 import hashlib
 import json
 import math
+import re
 import tomllib
 import types
 import typing
@@ -148,6 +149,8 @@ def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin in (types.UnionType, typing.Union):
         return " or ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
+    if origin is dict:
+        return "a table"
     if origin is list:
         inner = _type_name(typing.get_args(tp)[0]).split(" ", 1)[1]
         return f"a list of {inner.replace('list ', 'lists ')}s".replace("ss", "s")
@@ -171,6 +174,14 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         if not isinstance(value, list):
             raise InputError(f"{path} must be {_type_name(tp)}, got {value!r}")
         return [_coerce(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        key_tp, item_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise InputError(f"{path} must be {_type_name(tp)}, got {value!r}")
+        return {_coerce(k, key_tp, path): _coerce(v, item_tp, f"{path}.{k}")
+                for k, v in value.items()}
+    if tp is Any:
+        return value
     if tp is bool:
         ok = isinstance(value, bool)
     elif tp is int:
@@ -201,7 +212,7 @@ def _check_bounds(value: Any, meta: Mapping[str, Any], path: str) -> None:
         raise InputError(f"{path} = {value!r} must be > 0")
 
 
-def section_class(name: str, raw: Mapping[str, Any], base_dir: Path | None = None) -> type:
+def section_class(name: str, raw: Mapping[str, Any]) -> type:
     """The config dataclass of section ``name`` as its ``type`` selects it ([run]: RunConfig).
 
     Raises:
@@ -214,12 +225,12 @@ def section_class(name: str, raw: Mapping[str, Any], base_dir: Path | None = Non
         raise InputError(f"{name}.type is missing (one of {known}, or a plug-in 'module:Name')")
     if not isinstance(raw["type"], str):
         raise InputError(f"{name}.type must be a string, got {raw['type']!r}")
-    return registry.lookup(name, raw["type"], base_dir).config
+    return registry.lookup(name, raw["type"]).config
 
 
-def _build_section(name: str, raw: Mapping[str, Any], base_dir: Path | None = None) -> Any:
+def _build_section(name: str, raw: Mapping[str, Any]) -> Any:
     """Turn one TOML table into its dataclass, checking keys, types and bounds."""
-    cls = section_class(name, raw, base_dir)
+    cls = section_class(name, raw)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     values: dict[str, Any] = {}
@@ -257,7 +268,14 @@ def parse_overrides(overrides: list[str]) -> dict[str, dict[str, Any]]:
     return tables
 
 
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
 def _to_toml_value(value: Any) -> str:
+    if isinstance(value, dict):
+        items = (f"{k if _BARE_KEY.fullmatch(k) else json.dumps(k)} = {_to_toml_value(v)}"
+                 for k, v in value.items())
+        return "{" + ", ".join(items) + "}"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
@@ -284,6 +302,12 @@ def from_tables(tables: Mapping[str, Mapping[str, Any]], base_dir: Path | None =
     Raises:
         InputError: naming the key path of the first problem found.
     """
+    with registry.reading_input(base_dir):
+        return _validated(tables)
+
+
+def _validated(tables: Mapping[str, Mapping[str, Any]]) -> Config:
+    """The body of :func:`from_tables`."""
     for name in tables:
         if name not in SECTIONS:
             raise InputError(f"unknown section [{name}]" + _did_you_mean(name, list(SECTIONS)))
@@ -292,7 +316,7 @@ def from_tables(tables: Mapping[str, Mapping[str, Any]], base_dir: Path | None =
     for name in SECTIONS:
         if name not in tables:
             raise InputError(f"section [{name}] is missing")
-    sections = {name: _build_section(name, tables[name], base_dir) for name in SECTIONS}
+    sections = {name: _build_section(name, tables[name]) for name in SECTIONS}
     config = Config(**sections)
     config = dataclasses.replace(config, text=to_toml(config.to_dict()))
     check_capabilities(config)
@@ -372,6 +396,12 @@ def load_system(path: str | Path, overrides: list[str] | None = None) -> Any:
         InputError: as :func:`load`, or a missing [system] section.
     """
     path = Path(path)
+    with registry.reading_input(path.parent):
+        return _system_section(path, overrides)
+
+
+def _system_section(path: Path, overrides: list[str] | None) -> Any:
+    """The body of :func:`load_system`."""
     try:
         tables = tomllib.loads(_read_input(path))
     except tomllib.TOMLDecodeError as exc:
@@ -387,7 +417,7 @@ def load_system(path: str | Path, overrides: list[str] | None = None) -> Any:
             raise InputError(f"unknown section [{name}]" + _did_you_mean(name, list(SECTIONS)))
     if not isinstance(tables.get("system"), dict):
         raise InputError(f"{path}: section [system] is missing")
-    sections = {name: _build_section(name, keys, path.parent) for name, keys in tables.items()}
+    sections = {name: _build_section(name, keys) for name, keys in tables.items()}
     sections["system"].validate(None)  # the system's own checks read no other section
     return sections["system"]
 

@@ -16,19 +16,23 @@ Built-in components register themselves in the module that implements them; thos
 named in :data:`BUILTIN_MODULES` and imported the first time a component is looked up, so the
 registry itself depends on nothing above it. A plug-in is named in the input as
 ``type = "module:Name"``: ``module`` is imported from the Python path, or else read from
-``module.py`` in the folder of the input file, and ``Name`` is a :class:`Component` of the
-section. It is validated, hashed, checkpointed and run exactly like a built-in.
+``module.py`` in the folder of the input file being read (:func:`reading_input`) or in the
+working directory, and ``Name`` is a :class:`Component` of the section. It is validated, hashed,
+checkpointed and run exactly like a built-in. Other keys that name user code (a NetKet operator
+function, a flax module) are loaded the same way with :func:`load_object`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import difflib
 import importlib
 import importlib.util
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from hpcvmc.errors import InputError
 
@@ -38,10 +42,12 @@ SECTIONS = ("system", "model", "sampler", "optimizer")
 BUILTIN_MODULES = (
     "hpcvmc.systems.lattice",
     "hpcvmc.systems.moire",
+    "hpcvmc.systems.netket_bridge",
     "hpcvmc.models.rbm",
     "hpcvmc.models.vit",
     "hpcvmc.models.slater",
     "hpcvmc.models.psiformer",
+    "hpcvmc.models.flax_model",
     "hpcvmc.sampling",
     "hpcvmc.continuum_sampling",
     "hpcvmc.optim.natural_gradient",
@@ -76,6 +82,19 @@ class Component:
 
 _BUILTINS: dict[str, dict[str, Component]] = {section: {} for section in SECTIONS}
 _loaded = False
+_input_folder: contextvars.ContextVar[Path | None] = contextvars.ContextVar("input_folder",
+                                                                            default=None)
+
+
+@contextlib.contextmanager
+def reading_input(folder: str | Path | None) -> Iterator[None]:
+    """While an input file of ``folder`` is parsed and validated, ``module.py`` files are
+    looked for there first (None: only in the working directory)."""
+    token = _input_folder.set(None if folder is None else Path(folder).resolve())
+    try:
+        yield
+    finally:
+        _input_folder.reset(token)
 
 
 def register(component: Component) -> Component:
@@ -106,11 +125,12 @@ def is_plugin(name: str) -> bool:
     return ":" in name
 
 
-def load_object(spec: str, key: str, base_dir: Path | None = None) -> Any:
+def load_object(spec: str, key: str) -> Any:
     """The object ``Name`` of ``spec = "module:Name"``.
 
-    ``module`` is imported from the Python path; failing that, ``<base_dir>/<module>.py`` is
-    loaded (and kept in ``sys.modules`` under ``module``, so a second lookup finds it).
+    ``module`` is imported from the Python path; failing that, ``<module>.py`` is loaded from
+    the folder of the input being read or else the working directory (and kept in
+    ``sys.modules`` under ``module``, so a second lookup finds it).
 
     Raises:
         InputError: naming ``key`` when the module or the name cannot be found or loaded.
@@ -120,15 +140,16 @@ def load_object(spec: str, key: str, base_dir: Path | None = None) -> Any:
         raise InputError(f"{key} = {spec!r}: expected 'module:Name'")
     module = sys.modules.get(module_name)
     if module is None:
-        module = _import(module_name, key, spec, base_dir)
+        module = _import(module_name, key, spec)
     try:
         return getattr(module, attr)
     except AttributeError:
         raise InputError(f"{key} = {spec!r}: module {module_name!r} has no {attr!r}") from None
 
 
-def _import(module_name: str, key: str, spec: str, base_dir: Path | None) -> Any:
-    """Import ``module_name`` from the path, else from ``base_dir / (module_name + '.py')``."""
+def _import(module_name: str, key: str, spec: str) -> Any:
+    """Import ``module_name`` from the path, else from ``<folder>/<module_name>.py`` in the
+    input's folder or the working directory."""
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
@@ -136,11 +157,15 @@ def _import(module_name: str, key: str, spec: str, base_dir: Path | None) -> Any
             raise InputError(f"{key} = {spec!r}: importing {module_name!r} failed: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - any failure of user code is reported in one line
         raise InputError(f"{key} = {spec!r}: importing {module_name!r} failed: "
-                             f"{type(exc).__name__}: {exc}") from None
-    path = Path(base_dir or ".") / (module_name.replace(".", "/") + ".py")
-    if not path.is_file():
+                         f"{type(exc).__name__}: {exc}") from None
+    name = module_name.replace(".", "/") + ".py"
+    folders = [f for f in (_input_folder.get(), Path(".")) if f is not None]
+    found = [folder / name for folder in folders if (folder / name).is_file()]
+    if not found:
+        where = " or ".join(str(folder / name) for folder in folders)
         raise InputError(f"{key} = {spec!r}: no module {module_name!r} on the Python path "
-                             f"and no file {path}")
+                         f"and no file {where}")
+    path = found[0]
     loader_spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(loader_spec)
     sys.modules[module_name] = module
@@ -149,11 +174,11 @@ def _import(module_name: str, key: str, spec: str, base_dir: Path | None) -> Any
     except Exception as exc:  # noqa: BLE001 - any failure of user code is reported in one line
         del sys.modules[module_name]
         raise InputError(f"{key} = {spec!r}: loading {path} failed: "
-                             f"{type(exc).__name__}: {exc}") from None
+                         f"{type(exc).__name__}: {exc}") from None
     return module
 
 
-def lookup(section: str, name: str, base_dir: Path | None = None) -> Component:
+def lookup(section: str, name: str) -> Component:
     """The component selected by ``[section] type = name``.
 
     Raises:
@@ -170,9 +195,9 @@ def lookup(section: str, name: str, base_dir: Path | None = None) -> Component:
             close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise InputError(f"{key} = {name!r} is not one of {', '.join(map(repr, known))} "
-                                 f"or a plug-in 'module:Name'{hint}") from None
-    found = load_object(name, key, base_dir)
+                             f"or a plug-in 'module:Name'{hint}") from None
+    found = load_object(name, key)
     if not isinstance(found, Component) or found.section != section:
         raise InputError(f"{key} = {name!r} is not an hpcvmc.registry.Component of section "
-                             f"{section!r}")
+                         f"{section!r}")
     return found
