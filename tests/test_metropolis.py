@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from hpcvmc.config import InputError
+from hpcvmc.build import build
+from hpcvmc.cli import main
+from hpcvmc.config import InputError, load
 from hpcvmc.continuum_sampling import GaussianMoves
 from hpcvmc.metropolis import Metropolis
 from hpcvmc.models import slater
@@ -26,6 +28,7 @@ from hpcvmc.sampling import (
 )
 from hpcvmc.systems import moire
 from hpcvmc.systems.lattice import J1J2
+from test_cli import history, tiny_input
 
 N_SITES = 6
 
@@ -110,6 +113,22 @@ def test_flip_sampler_detailed_balance_and_ergodicity(flip_run):
 def test_flip_config_checks_the_sample_count():
     with pytest.raises(InputError, match="sampler.n_samples = 100 is not a multiple"):
         SpinFlipSamplerConfig(n_chains=64, n_samples=100).validate(None)
+
+
+def test_flip_sampler_runs_from_the_input_and_resumes_bit_identically(tmp_path):
+    """``[sampler] type = "flip"`` through the registry: 4 steps straight equal 2 steps, stop and
+    resume to 4 (the flip chains are checkpointed and restored)."""
+    flip = {'type = "exchange"': 'type = "flip"'}
+    straight = tiny_input(tmp_path, "straight", **flip)
+    setup = build(load(straight), SERIAL)
+    assert isinstance(setup.sampler.rule, SpinFlipMoves) and len(setup.chain_ids) == 8
+    assert main(["run", str(straight)]) == 0
+    assert main(["run", str(tiny_input(tmp_path, "parts", **flip)), "--set", "run.steps=2"]) == 0
+    assert main(["run", str(tiny_input(tmp_path, "parts", **flip))]) == 0
+    a, b = history(tmp_path / "straight"), history(tmp_path / "parts")
+    assert len(a) == 4 and np.all((a["acceptance"] > 0) & (a["acceptance"] < 1))
+    for key in ("energy", "variance", "acceptance", "update_norm"):
+        np.testing.assert_array_equal(a[key], b[key])
 
 
 def test_exchange_rule_reproduces_the_exchange_sampler_it_replaced():
