@@ -210,7 +210,7 @@ class ExactSampler:
     def sample(self, logpsi: LogPsi, params: Any, state: None, chain_ids: jax.Array,
                step: int | jax.Array, purpose: int = PURPOSE_STEP) -> tuple[Batch, None]:
         """All configurations with their normalized weights (jittable; the same for every step)."""
-        x = jnp.asarray(self.configurations)
+        x = jax.lax.optimization_barrier(jnp.asarray(self.configurations))
         log_p = 2.0 * logpsi(params, x).real + jnp.asarray(self.log_multiplicity)
         log_p = jnp.where(jnp.asarray(self.valid), log_p, -jnp.inf)
         shift = self.comm.max(jnp.max(log_p))
@@ -240,7 +240,9 @@ def _size_key(system: Any) -> str:
 
 @dataclass(frozen=True, kw_only=True)
 class ExactSamplerConfig:
-    """Full sum over the Sz = 0 sector, weights |psi|^2 (no Monte Carlo noise)."""
+    """Full sum over every configuration of the system's space (``system.all_configurations()``:
+    the Sz = 0 sector of the J1-J2 lattice, the Hilbert space of a NetKet operator), weights
+    |psi|^2 (no Monte Carlo noise)."""
 
     type: str = option("exact", "Sampler type.")
     orbits: bool = option(
