@@ -7,12 +7,19 @@ The cache folder is made once per session and handed to every process the tests 
 short runs of the same small models compile each program once instead of once per process
 (a 2-step quickstart run: 56 s of CPU without the cache, 20 s with it). Compiled programs are
 the same either way, so no number changes.
+
+README's test command shares the files between two pytest workers (pytest-xdist,
+``-n 2 --dist loadfile``), which take the files in collection order. The files whose tests
+launch whole jobs (mpirun, sbatch, the GPU check script) take minutes each, so they are
+collected first: each then runs beside the many short files instead of alone at the end.
 """
 
 import atexit
 import os
 import shutil
 import tempfile
+
+import pytest
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # the outermost pytest owns the folder
@@ -25,3 +32,11 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 import jax  # noqa: E402  (after the BLAS setting, which is read when numpy loads)
 
 jax.config.update("jax_enable_x64", True)
+
+
+LONG_FILES = ("test_mpi.py", "test_slurm.py", "test_gpu_check.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests of LONG_FILES first, in that order; all else in collection order."""
+    items.sort(key=lambda item: (LONG_FILES + (item.path.name,)).index(item.path.name))
