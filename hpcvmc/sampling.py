@@ -210,6 +210,9 @@ class ExactSampler:
     def sample(self, logpsi: LogPsi, params: Any, state: None, chain_ids: jax.Array,
                step: int | jax.Array, purpose: int = PURPOSE_STEP) -> tuple[Batch, None]:
         """All configurations with their normalized weights (jittable; the same for every step)."""
+        # The barrier keeps XLA from treating the configurations as a constant and folding the
+        # local energy's index arithmetic over all of them at compile time (4 x 4, 12,870
+        # states: a 64 s compile without it, 2.4 s with it; the values are the same).
         x = jax.lax.optimization_barrier(jnp.asarray(self.configurations))
         log_p = 2.0 * logpsi(params, x).real + jnp.asarray(self.log_multiplicity)
         log_p = jnp.where(jnp.asarray(self.valid), log_p, -jnp.inf)
