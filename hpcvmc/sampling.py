@@ -243,9 +243,11 @@ def _size_key(system: Any) -> str:
 
 @dataclass(frozen=True, kw_only=True)
 class ExactSamplerConfig:
-    """Full sum over every configuration of the system's space (``system.all_configurations()``:
-    the Sz = 0 sector of the J1-J2 lattice, the Hilbert space of a NetKet operator), weights
-    |psi|^2 (no Monte Carlo noise)."""
+    """Full sum over every configuration of the system, weights |psi|^2 (no Monte Carlo noise).
+
+    The configurations are ``system.all_configurations()``: the Sz = 0 sector of the J1-J2
+    lattice, the Hilbert space of a NetKet operator.
+    """
 
     type: str = option("exact", "Sampler type.")
     orbits: bool = option(
