@@ -63,8 +63,8 @@ def test_chains_do_not_depend_on_their_neighbours():
     logpsi = _logpsi(model)
     results = []
     for ids in (jnp.arange(6), jnp.asarray([4])):
-        state = sampler.init(logpsi, params, ids)
-        batch, state = sampler.sample(logpsi, params, state, ids, 3)
+        state = jax.jit(lambda p, ids=ids: sampler.init(logpsi, p, ids))(params)
+        batch, state = jax.jit(lambda p, s, ids=ids: sampler.sample(logpsi, p, s, ids, 3))(params, state)
         results.append((batch.x, state))
     (x_all, s_all), (x_one, s_one) = results
     np.testing.assert_allclose(x_all[4], x_one[0], rtol=1e-12, atol=1e-12)

@@ -75,21 +75,26 @@ def test_energy_and_gradient_match_dense_hamiltonian(model_and_sampler):
     H = lattice_ed.hamiltonian(4, 1.0, 0.5)
     spins = jnp.asarray(_spins_of_ed_basis(16))
     flat, unravel = ravel_pytree(params)
+    logpsi = jax.jit(setup.logpsi)  # compiled once for the three dense energies
 
     def dense_energy(theta):
-        log_psi = setup.logpsi(unravel(theta), spins) + marshall_log_sign(4, spins)
+        log_psi = logpsi(unravel(theta), spins) + marshall_log_sign(4, spins)
         psi = np.exp(np.asarray(log_psi) - np.max(np.asarray(log_psi).real))
         return float(np.real(np.vdot(psi, H @ psi)) / np.vdot(psi, psi).real)
 
-    batch, _ = setup.sampler.sample(setup.logpsi, params, None, jnp.arange(0), 0)
-    x = batch.x[0]
-    e_loc = setup.system.local_energy(setup.logpsi, params, x)
-    energy = jnp.sum(batch.weights[0] * e_loc)
+    @jax.jit  # one program instead of op-by-op dispatch on all states (or orbits)
+    def sampled_energy_and_force(params):
+        batch, _ = setup.sampler.sample(setup.logpsi, params, None, jnp.arange(0), 0)
+        x, weights = batch.x[0], batch.weights[0]
+        e_loc = setup.system.local_energy(setup.logpsi, params, x)
+        O, eps = centred_scaled(jacobian(setup.logpsi, params, x, 4096), e_loc, SERIAL,
+                                weights=weights)
+        return jnp.sum(weights * e_loc), jnp.real(jnp.conj(O).T @ eps)  # E, grad E / 2
+
+    energy, force = sampled_energy_and_force(params)
     assert abs(energy.imag) < 1e-12
     assert float(energy.real) == pytest.approx(dense_energy(flat), rel=1e-11)
-    O, eps = centred_scaled(jacobian(setup.logpsi, params, x, 4096), e_loc, SERIAL,
-                            weights=batch.weights[0])
-    force = np.asarray(jnp.real(jnp.conj(O).T @ eps))  # = grad E / 2
+    force = np.asarray(force)
     for seed in range(1 if model_and_sampler else 3):
         direction = np.random.default_rng(seed).standard_normal(flat.size)
         h = 1e-5

@@ -13,9 +13,9 @@ import pytest
 from hpcvmc import config as C
 from hpcvmc.build import build
 from hpcvmc.driver import samples_per_step
-from hpcvmc.parallel import SERIAL
+from hpcvmc.parallel import SERIAL, Comm
 from hpcvmc.stats import summarize
-from vmc_steps import steps_from_fresh_state
+from vmc_steps import serial_reference, steps_from_fresh_state
 
 
 def _global(shape, seed=0, complex_=False):
@@ -96,12 +96,14 @@ def test_vmc_steps_equal_a_single_process(comm, model, sampler, keys, n_samples)
     symmetry orbits of the orbit sum do not divide evenly: padding rows on some ranks, which the
     logged sample count leaves out)."""
     cfg = C.loads(TINY.format(model=model, sampler=sampler, sampler_keys=keys))
-    results = []
-    for c in (comm, SERIAL):
+
+    def run(c: Comm) -> tuple[np.ndarray, np.ndarray]:
         setup = build(cfg, c)
         assert samples_per_step(setup) == n_samples
         energies, params, _ = steps_from_fresh_state(setup, 3)
-        results.append((energies, jax.flatten_util.ravel_pytree(params)[0]))
-    (e_dist, p_dist), (e_serial, p_serial) = results
+        return energies, np.asarray(jax.flatten_util.ravel_pytree(params)[0])
+
+    e_dist, p_dist = run(comm)
+    e_serial, p_serial = serial_reference(comm, lambda: run(SERIAL))
     np.testing.assert_allclose(e_dist, e_serial, rtol=1e-10)
     np.testing.assert_allclose(p_dist, p_serial, rtol=1e-8, atol=1e-12)
