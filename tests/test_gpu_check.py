@@ -1,6 +1,6 @@
 """bench/gpu_check.sh --platform cpu: the GPU readiness script's dry run on the CPU passes and
 prints a step table with both dtypes of the three timed jobs (compiled with the unoptimized
-back end of the launched processes, test_mpi.UNOPTIMIZED_BACKEND: the dry run checks the script,
+back end of the launched processes, test_mpi.launch_xla_flags: the dry run checks the script,
 not the CPU's timings)."""
 
 import os
@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from test_mpi import UNOPTIMIZED_BACKEND
+from test_mpi import launch_xla_flags
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.skipif(not (REPO / ".venv" / "bin" / "python").exists(), reason="needs the .ci/install venv")
 def test_gpu_check_dry_run_on_cpu() -> None:
-    env = dict(os.environ, XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} {UNOPTIMIZED_BACKEND}")
+    env = dict(os.environ, XLA_FLAGS=launch_xla_flags())
     result = subprocess.run(["bash", str(REPO / "bench" / "gpu_check.sh"), "--platform", "cpu"],
                             cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]

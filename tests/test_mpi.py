@@ -28,11 +28,16 @@ the numbers move in the last bits. The in-process tests, the float64 bit-for-bit
 them, compile at the default level, as users' runs do."""
 
 
+def launch_xla_flags() -> str:
+    """XLA_FLAGS of a launched process: this process's flags, UNOPTIMIZED_BACKEND, one XLA thread."""
+    return (f"{os.environ.get('XLA_FLAGS', '')} {UNOPTIMIZED_BACKEND} "
+            "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+
+
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env.update(PYTHONUNBUFFERED="1", JAX_PLATFORMS="cpu", OPENBLAS_NUM_THREADS="1",
-               XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} {UNOPTIMIZED_BACKEND} "
-                         "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+               XLA_FLAGS=launch_xla_flags())
     return env
 
 

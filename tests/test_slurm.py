@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_mpi import UNOPTIMIZED_BACKEND
+from test_mpi import launch_xla_flags
 
 REPO = Path(__file__).parents[1]
 CLUSTER = REPO / "slurm" / "local-cluster.sh"
@@ -61,11 +61,10 @@ FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT
 
 def _clean_env(**extra: str) -> dict[str, str]:
     """This environment without any Slurm job variables, with single-threaded XLA on the CPU
-    and the unoptimized back end of the launched processes (test_mpi.UNOPTIMIZED_BACKEND)."""
+    and the unoptimized back end of the launched processes (test_mpi.launch_xla_flags)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SBATCH_", "SRUN_"))}
     env.update(PYTHONUNBUFFERED="1", JAX_PLATFORMS="cpu", PATH=SBIN_PATH,
-               XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} {UNOPTIMIZED_BACKEND} "
-                         "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+               XLA_FLAGS=launch_xla_flags())
     env.update(extra)
     return env
 
