@@ -19,7 +19,8 @@ relative error ``(E - E0) / |E0|``.
 
 hpcvmc runs the job's settings with ``--set`` overrides; ``--stage STEP:overrides`` adds
 overrides from step STEP on (e.g. the symmetry projection switched on late, more samples), the
-parameters, optimizer state and chains carried over. NetKet 3.23 runs ``VMC_SR`` with the
+parameters, optimizer state and chains carried over (a later stage's first step includes its
+compilation). NetKet 3.23 runs ``VMC_SR`` with the
 tangent kernel (``use_ntk``: minSR) at the settings of its ViT tutorial (NetKet repository,
 docs/tutorials/ViT-wave-function: ``Sgd(learning_rate = 0.0075)``, ``diag_shift = 1e-4``, no
 momentum, as many chains as samples, one sweep per sample, no burn-in) with
@@ -306,8 +307,8 @@ def report(traces: list[Trace], args: argparse.Namespace, setup: Any, n_params: 
                 cells.append(f"{len(reached)}/{len(runs)} reached")
             else:
                 # runs that never reached count as infinitely slow: the median of all runs
-                walls = sorted([h[0] for h in reached] + [np.inf] * (len(runs) - len(reached)))
-                steps = sorted([h[2] for h in reached] + [np.inf] * (len(runs) - len(reached)))
+                walls = [h[0] for h in reached] + [np.inf] * (len(runs) - len(reached))
+                steps = [h[2] for h in reached] + [np.inf] * (len(runs) - len(reached))
                 cells.append(f"median {np.median(walls):.0f} s / {np.median(steps):.0f} steps "
                              f"({len(reached)}/{len(runs)})")
         last = np.median([tr.rel_error[-1] for tr in runs])
