@@ -231,12 +231,10 @@ def run_netket(setup: Any, start: Any, seed: int, args: argparse.Namespace,
     import netket as nk
     import optax
 
+    from vs_netket import netket_j1j2
+
     system = setup.system
-    graph = nk.graph.Square(system.L, max_neighbor_order=2)
-    hilbert = nk.hilbert.Spin(0.5, N=system.n_sites, total_sz=0)
-    hamiltonian = nk.operator.Heisenberg(
-        hilbert, graph, J=[system.J1, system.J2], sign_rule=[system.marshall_sign, False]
-    ).to_jax_operator()
+    graph, hilbert, hamiltonian = netket_j1j2(system)
     n = args.netket_samples
     sampler = nk.sampler.MetropolisExchange(hilbert, graph=graph, d_max=1, n_chains=n,
                                             sweep_size=system.n_sites)

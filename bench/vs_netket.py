@@ -77,12 +77,7 @@ def netket_driver(setup: Any, params: Any, chains_x: Any, on_the_fly: str,
     import optax
 
     cfg, system = setup.config, setup.system
-    graph = nk.graph.Square(system.L, max_neighbor_order=2)
-    check_same_lattice(graph, system)
-    hilbert = nk.hilbert.Spin(0.5, N=system.n_sites, total_sz=0)
-    hamiltonian = nk.operator.Heisenberg(
-        hilbert, graph, J=[system.J1, system.J2], sign_rule=[system.marshall_sign, False]
-    ).to_jax_operator()
+    graph, hilbert, hamiltonian = netket_j1j2(system)
     sampler = nk.sampler.MetropolisExchange(
         hilbert, graph=graph, d_max=1, n_chains=cfg.sampler.n_chains,
         sweep_size=cfg.sampler.sweeps * system.n_sites,
@@ -116,6 +111,20 @@ def netket_driver(setup: Any, params: Any, chains_x: Any, on_the_fly: str,
         linear_solver=nk.optimizer.solver.cholesky,
     )
     return driver, hamiltonian
+
+
+def netket_j1j2(system: Any) -> tuple[Any, Any, Any]:
+    """NetKet's graph, Sz = 0 Hilbert space and jax Heisenberg operator (Pauli matrices: 4x our
+    energies) of hpcvmc's J1-J2 system, its bonds checked to be ours."""
+    import netket as nk
+
+    graph = nk.graph.Square(system.L, max_neighbor_order=2)
+    check_same_lattice(graph, system)
+    hilbert = nk.hilbert.Spin(0.5, N=system.n_sites, total_sz=0)
+    hamiltonian = nk.operator.Heisenberg(
+        hilbert, graph, J=[system.J1, system.J2], sign_rule=[system.marshall_sign, False]
+    ).to_jax_operator()
+    return graph, hilbert, hamiltonian
 
 
 def check_same_lattice(graph: Any, system: Any) -> None:
