@@ -53,7 +53,7 @@ SEED_BASE = 2000
 TARGETS = (1e-3, 5e-4, 1e-4)
 NETKET_TUTORIAL = {"learning_rate": 0.0075, "diag_shift": 1e-4}
 NETKET_CHUNK = 256
-"""NetKet's local-energy chunk in samples (each with its <= 33 connected configurations, times
+"""NetKet's local-energy chunk in samples (each with its 65 padded connected configurations, times
 the model's symmetry terms): bounds its memory at 4096 samples."""
 
 
