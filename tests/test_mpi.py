@@ -19,18 +19,10 @@ MPIRUN = shutil.which("mpirun", path=str(Path(sys.executable).parent) + os.paths
 pytestmark = pytest.mark.skipif(MPIRUN is None, reason="no mpirun on PATH (install the mpich extra)")
 
 
-UNOPTIMIZED_BACKEND = "--xla_backend_optimization_level=0"
-"""XLA's LLVM back end without its optimization passes, for the processes these tests launch
-(here, in test_plugins, test_slurm and test_gpu_check): about 40 % less compile time, which is
-most of such a launch. The launched runs are compared with runs compiled alike (R ranks with 1,
-resumed with uninterrupted) or only have to finish, so the level changes nothing they check;
-the numbers move in the last bits. The in-process tests, the float64 bit-for-bit checks among
-them, compile at the default level, as users' runs do."""
-
-
 def launch_xla_flags() -> str:
-    """XLA_FLAGS of a launched process: this process's flags, UNOPTIMIZED_BACKEND, one XLA thread."""
-    return (f"{os.environ.get('XLA_FLAGS', '')} {UNOPTIMIZED_BACKEND} "
+    """XLA_FLAGS of a launched process: this process's flags (with conftest.UNOPTIMIZED_BACKEND)
+    and one XLA thread."""
+    return (f"{os.environ.get('XLA_FLAGS', '')} "
             "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
 
 
