@@ -62,14 +62,16 @@ def test_site_occupations_sum_to_the_electron_number(system):
     assert occupation.sum() == pytest.approx(6.0)
 
 
-def _run_folder(tmp_path, system, epsilon, x):
-    folder = tmp_path / f"eps_{epsilon}"
+def _run_folder(tmp_path, system, epsilon, x, start="bands", energy=(-30.0, 0.1, 2.0)):
+    folder = tmp_path / f"{start}_eps_{epsilon}"
     folder.mkdir()
     (folder / "input.toml").write_text(
         f'[system]\ntype = "moire"\nsites = 9\nn_electrons = 6\nepsilon = {epsilon}\n'
-        '[model]\ntype = "slater"\n[sampler]\ntype = "gaussian"\n[optimizer]\ntype = "minsr"\n'
-        f'[run]\noutput = "{folder}"\n')
-    observables.write_observables(folder, _measure(system, x))
+        f'[model]\ntype = "slater"\ninit = "{start}"\n[sampler]\ntype = "gaussian"\n'
+        f'[optimizer]\ntype = "minsr"\n[run]\noutput = "{folder}"\n')
+    geometry = observables.make_geometry(system, points_per_aM=8.0)
+    acc = observables.accumulate(observables.empty(geometry), jnp.asarray(x), geometry)
+    observables.write_observables(folder, observables.finalize(acc, geometry, energy=energy))
     return folder
 
 
@@ -97,3 +99,49 @@ def test_cli_refuses_a_folder_without_observables(tmp_path, capsys):
     assert main(["transition", str(folder)]) == 2
     err = capsys.readouterr().err
     assert "observables.h5" in err and len(err.strip().splitlines()) == 1
+
+
+def _row(epsilon, start, energy, error, contrast):
+    return {"epsilon": epsilon, "start": start, "energy_meV": energy, "error_meV": error,
+            "contrast": contrast}
+
+
+def test_energy_crossing_of_two_branches_and_its_range():
+    """dE = E_crystal - E_liquid: -1 +- 0.5 at epsilon 5, +1 +- 0.5 at 10 (the runs from the
+    band start end crystalline at 5, the HF run melts at 10): the straight lines through dE and
+    dE +- sigma cross zero at 7.5, 6.25 and 8.75."""
+    rows = [_row(5.0, "bands", -31.0, 0.3, 0.9), _row(5.0, "hf", -30.0, 0.4, 0.2),
+            _row(10.0, "bands", -20.0, 0.4, 0.3), _row(10.0, "hf", -19.0, 0.3, 0.8),
+            _row(20.0, "hf", -10.0, 0.1, 0.3)]
+    diffs = transition.energy_differences(rows)
+    assert [d["phase"] for d in diffs] == ["crystal", "liquid", "liquid"]
+    assert diffs[0]["dE_meV"] == pytest.approx(-1.0) and diffs[1]["dE_meV"] == pytest.approx(1.0)
+    assert diffs[0]["error_meV"] == pytest.approx(0.5) and diffs[2]["dE_meV"] is None
+    onset = transition.crystal_onset(rows)
+    assert onset["bracket"] == (5.0, 10.0)
+    assert onset["epsilon_c"] == pytest.approx(7.5)
+    assert onset["range"] == pytest.approx((6.25, 8.75))
+
+
+def test_onset_is_bracketed_where_one_kind_of_state_is_missing():
+    rows = [_row(5.0, "hf", -31.0, 0.3, 0.9), _row(8.0, "hf", -25.0, 0.3, 0.85),
+            _row(10.0, "hf", -20.0, 0.4, 0.3)]
+    onset = transition.crystal_onset(rows)
+    assert onset == {"bracket": (8.0, 10.0), "epsilon_c": None, "range": None}
+    assert transition.crystal_onset(rows[:2])["bracket"] is None  # crystal throughout
+
+
+def test_cli_both_branches_table_and_figure(tmp_path, system, capsys):
+    """Runs from both starts at two epsilons: the table has a start column, dE per epsilon and
+    the onset line; the figure gets its dE panel."""
+    rng = np.random.default_rng(3)
+    folders = [_run_folder(tmp_path, system, 5.0, _crystal(system, rng), "hf", (-31.0, 0.1, 2.0)),
+               _run_folder(tmp_path, system, 5.0, _liquid(system, rng), "bands", (-30.0, 0.1, 2.0)),
+               _run_folder(tmp_path, system, 10.0, _crystal(system, rng), "hf", (-20.0, 0.1, 2.0)),
+               _run_folder(tmp_path, system, 10.0, _liquid(system, rng), "bands", (-21.0, 0.1, 2.0))]
+    png = tmp_path / "both.png"  # energies: totals in E0, the same positive factor to meV/el
+    assert main(["transition", *map(str, folders), "--png", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "crystal onset: between epsilon = 5 (crystal) and 10 (liquid); energy crossing at " \
+           "epsilon_c = 7.5" in out
+    assert png.stat().st_size > 0

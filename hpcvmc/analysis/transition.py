@@ -21,6 +21,18 @@ of its final measurement) and reports, per dielectric constant epsilon
 :func:`transition_table` builds the rows, :func:`format_table` prints them and
 :func:`plot_transition` draws the order parameters against epsilon next to the density maps of
 the smallest and the largest epsilon (the two sides of the transition).
+
+Both sides of the transition. Each run is labelled by its start, ``model.init``: "hf" (the
+lowest Hartree-Fock state, a crystal at strong coupling) or "bands" (the non-interacting band
+orbitals, the liquid). A run *ended crystalline* when its sublattice contrast exceeds
+``CRYSTAL_CONTRAST`` = 0.5, halfway between the uniform state (0) and the honeycomb crystal (1).
+At each epsilon the lowest energy among the crystalline runs, E_c, and among the others, E_l,
+give dE = E_c - E_l with the combined error sigma = (sigma_c^2 + sigma_l^2)^(1/2); the lower
+energy decides the phase. :func:`crystal_onset` finds where dE changes sign from negative
+(crystal lower, small epsilon) to positive: epsilon_c by linear interpolation of dE between the
+two neighbouring epsilons, its range from the crossings of dE - sigma and dE + sigma. Where only
+one kind of state was reached at some epsilon, the onset is bracketed by the phases of the
+lowest runs.
 """
 
 from __future__ import annotations
@@ -36,6 +48,9 @@ from matplotlib.figure import Figure
 from hpcvmc.config import InputError, load
 from hpcvmc.observables import OBSERVABLES_FILE, Observables, draw_density, read_observables
 from hpcvmc.systems.moire_lattice import MoireParameters
+
+CRYSTAL_CONTRAST = 0.5
+"""Sublattice contrast above which a measured state counts as the honeycomb crystal."""
 
 
 def site_occupations(obs: Observables) -> np.ndarray:
@@ -106,6 +121,7 @@ def read_run(run_dir: str | Path) -> tuple[dict[str, Any], Observables]:
         raise InputError(f"{run_dir}: its supercell has no moire K points (no sqrt3 order)")
     energy, error = obs.energy_per_electron_meV
     row = {"run": str(run_dir), "epsilon": config.system.epsilon,
+           "start": getattr(config.model, "init", "-"),
            "U": MoireParameters.from_config(config.system).U, "n_electrons": obs.n_electrons,
            "n_sites": len(obs.sites), "energy_meV": energy, "error_meV": error,
            "n_samples": obs.n_samples, **order_parameters(obs)}
@@ -113,26 +129,107 @@ def read_run(run_dir: str | Path) -> tuple[dict[str, Any], Observables]:
 
 
 def transition_table(run_dirs: list[str | Path]) -> tuple[list[dict[str, Any]], list[Observables]]:
-    """Rows and observables of the given runs, sorted by epsilon."""
-    pairs = sorted((read_run(d) for d in run_dirs), key=lambda pair: pair[0]["epsilon"])
+    """Rows and observables of the given runs, sorted by epsilon, then start."""
+    pairs = sorted((read_run(d) for d in run_dirs),
+                   key=lambda pair: (pair[0]["epsilon"], pair[0]["start"]))
     return [row for row, _ in pairs], [obs for _, obs in pairs]
 
 
+def is_crystal(row: dict[str, Any]) -> bool:
+    """Whether the run ended in the honeycomb crystal (contrast > CRYSTAL_CONTRAST)."""
+    return row["contrast"] > CRYSTAL_CONTRAST
+
+
+def energy_differences(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per epsilon: the lowest run, its phase and, where both kinds were reached, dE = E_c - E_l.
+
+    Returns:
+        One dict per epsilon (ascending): ``epsilon``, ``phase`` ("crystal" or "liquid", of the
+        lowest-energy run), ``dE_meV`` and ``error_meV`` (None where one kind is missing).
+    """
+    out = []
+    for epsilon in sorted({r["epsilon"] for r in rows}):
+        runs = [r for r in rows if r["epsilon"] == epsilon]
+        lowest = min(runs, key=lambda r: r["energy_meV"])
+        crystal = [r for r in runs if is_crystal(r)]
+        liquid = [r for r in runs if not is_crystal(r)]
+        entry = {"epsilon": epsilon, "phase": "crystal" if is_crystal(lowest) else "liquid",
+                 "dE_meV": None, "error_meV": None}
+        if crystal and liquid:
+            c = min(crystal, key=lambda r: r["energy_meV"])
+            l_ = min(liquid, key=lambda r: r["energy_meV"])
+            entry["dE_meV"] = c["energy_meV"] - l_["energy_meV"]
+            entry["error_meV"] = float(np.hypot(c["error_meV"], l_["error_meV"]))
+        out.append(entry)
+    return out
+
+
+def _zero_of_line(x0: float, y0: float, x1: float, y1: float) -> float | None:
+    """Where the straight line through (x0, y0), (x1, y1) crosses zero, if inside [x0, x1]."""
+    if y0 == y1 or (y0 > 0) == (y1 > 0) and y0 != 0 and y1 != 0:
+        return None
+    return x0 + (x1 - x0) * y0 / (y0 - y1)
+
+
+def crystal_onset(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Where the crystal sets in along the sweep (module docstring).
+
+    Returns:
+        ``bracket``: (epsilon_low, epsilon_high), the neighbouring epsilons between which the
+        lowest state changes from crystal to liquid (None if it never does); ``epsilon_c`` and
+        ``range``: the energy crossing and its range (None where dE is missing at either end of
+        the bracket; a range end is None where dE -+ sigma does not cross inside it).
+    """
+    diffs = energy_differences(rows)
+    result: dict[str, Any] = {"bracket": None, "epsilon_c": None, "range": None}
+    for a, b in zip(diffs, diffs[1:]):
+        if a["phase"] == "crystal" and b["phase"] == "liquid":
+            result["bracket"] = (a["epsilon"], b["epsilon"])
+            if a["dE_meV"] is not None and b["dE_meV"] is not None:
+                ends = (a["epsilon"], b["epsilon"])
+                result["epsilon_c"] = _zero_of_line(ends[0], a["dE_meV"], ends[1], b["dE_meV"])
+                result["range"] = tuple(
+                    _zero_of_line(ends[0], a["dE_meV"] + sign * a["error_meV"],
+                                  ends[1], b["dE_meV"] + sign * b["error_meV"])
+                    for sign in (+1, -1))
+            break
+    return result
+
+
 def format_table(rows: list[dict[str, Any]]) -> str:
-    """Plain-text table, one line per run."""
-    lines = ["epsilon        U   E (meV/el)           <|rho_K|>  S(K)    |<rho_K>|  "
-             "sublattice occupations  contrast"]
+    """Plain-text table, one line per run, then the phase at each epsilon and the onset."""
+    lines = ["epsilon start        U   E (meV/el)           <|rho_K|>  S(K)    |<rho_K>|  "
+             "sublattice occupations  contrast  ended"]
     for r in rows:
         occ = " ".join(f"{v:.3f}" for v in r["sublattice_occupations"])
-        lines.append(f"{r['epsilon']:7.3g} {r['U']:8.4f}   {r['energy_meV']:10.5f} +- "
+        ended = "crystal" if is_crystal(r) else "liquid"
+        lines.append(f"{r['epsilon']:7.3g} {r['start']:5s} {r['U']:8.4f}   {r['energy_meV']:10.5f} +- "
                      f"{r['error_meV']:.5f}   {r['rho_K_abs']:.4f}    {r['S_K']:6.3f}  "
-                     f"{r['rho_K_mean_abs']:.4f}     {occ}     {r['contrast']:.3f}")
+                     f"{r['rho_K_mean_abs']:.4f}     {occ}     {r['contrast']:.3f}     {ended}")
+    lines.append("")
+    lines.append("epsilon  lowest   dE = E_crystal - E_liquid (meV/el)")
+    for d in energy_differences(rows):
+        de = ("-" if d["dE_meV"] is None
+              else f"{d['dE_meV']:+.5f} +- {d['error_meV']:.5f}")
+        lines.append(f"{d['epsilon']:7.3g}  {d['phase']:7s}  {de}")
+    onset = crystal_onset(rows)
+    if onset["bracket"] is None:
+        lines.append("crystal onset: the lowest state does not change from crystal to liquid "
+                     "along this sweep")
+    else:
+        low, high = onset["bracket"]
+        text = f"crystal onset: between epsilon = {low:g} (crystal) and {high:g} (liquid)"
+        if onset["epsilon_c"] is not None:
+            lo, hi = (f"{v:.3g}" if v is not None else "?" for v in onset["range"])
+            text += f"; energy crossing at epsilon_c = {onset['epsilon_c']:.3g} ({lo} - {hi})"
+        lines.append(text)
     return "\n".join(lines)
 
 
 def plot_transition(rows: list[dict[str, Any]], observables: list[Observables],
                     out: str | Path) -> Path:
-    """PNG: order parameters against epsilon, and the densities at both ends of the sweep.
+    """PNG: order parameters against epsilon (one branch per start), dE = E_c - E_l where both
+    kinds of state were reached, and the density maps of the lowest runs at both ends.
 
     Args:
         rows: from :func:`transition_table` (sorted by epsilon).
@@ -142,28 +239,49 @@ def plot_transition(rows: list[dict[str, Any]], observables: list[Observables],
     Returns:
         The path written.
     """
-    ends = [0, len(rows) - 1] if len(rows) > 1 else [0]
-    fig = Figure(figsize=(5.5 + 5.0 * len(ends), 4.6))
+    eps_all = sorted({r["epsilon"] for r in rows})
+    ends = [min((i for i, r in enumerate(rows) if r["epsilon"] == e),
+                key=lambda i: rows[i]["energy_meV"]) for e in dict.fromkeys((eps_all[0], eps_all[-1]))]
+    diffs = [d for d in energy_differences(rows) if d["dE_meV"] is not None]
+    n_plots = 1 + bool(diffs) + len(ends)
+    fig = Figure(figsize=(5.0 * n_plots + 0.5, 4.6))
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 1 + len(ends))
-    eps = [r["epsilon"] for r in rows]
+    axes = fig.subplots(1, n_plots)
     ax = axes[0]
-    ax.plot(eps, [r["rho_K_abs"] for r in rows], "o-", label=r"$\langle|\rho_K|\rangle$")
-    ax.plot(eps, [r["rho_K_mean_abs"] for r in rows], "s-", label=r"$|\langle\rho_K\rangle|$")
-    ax.plot(eps, [r["contrast"] / 2 for r in rows], "^-", label="sublattice contrast / 2")
+    for start, fill in zip(sorted({r["start"] for r in rows}), ("full", "none", "left", "right")):
+        branch = [r for r in rows if r["start"] == start]
+        eps = [r["epsilon"] for r in branch]
+        ax.plot(eps, [r["rho_K_abs"] for r in branch], "o-", fillstyle=fill, color="C0",
+                label=rf"$\langle|\rho_K|\rangle$, start {start}")
+        ax.plot(eps, [r["contrast"] / 2 for r in branch], "^--", fillstyle=fill, color="C2",
+                label=f"sublattice contrast / 2, start {start}")
     ax.axhline(0.5, color="0.5", lw=0.8, ls="--", label="perfect honeycomb crystal")
-    ax.set_xscale("log")
-    ax.set_xticks(eps, [f"{e:g}" for e in eps], minor=False)
-    ax.set_xticks([], minor=True)
-    ax.set_xlabel(r"$\epsilon$ (weaker Coulomb repulsion $\rightarrow$)")
+    ax.axhline(CRYSTAL_CONTRAST / 2, color="0.7", lw=0.8, ls=":", label="crystal threshold")
+    for a in axes[:1 + bool(diffs)]:
+        a.set_xscale("log")
+        a.set_xticks(eps_all, [f"{e:g}" for e in eps_all], minor=False)
+        a.set_xticks([], minor=True)
+        a.set_xlabel(r"$\epsilon$ (weaker Coulomb repulsion $\rightarrow$)")
     ax.set_ylabel("order parameter")
     ax.set_ylim(0, 0.6)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6)
     ax.set_title(f"N = {rows[0]['n_electrons']} on {rows[0]['n_sites']} sites", fontsize=9)
-    for index, ax_map in zip(ends, axes[1:]):
+    if diffs:
+        ax_de = axes[1]
+        ax_de.errorbar([d["epsilon"] for d in diffs], [d["dE_meV"] for d in diffs],
+                       yerr=[d["error_meV"] for d in diffs], fmt="o-", capsize=3)
+        ax_de.axhline(0.0, color="0.5", lw=0.8)
+        onset = crystal_onset(rows)
+        if onset["epsilon_c"] is not None:
+            ax_de.axvline(onset["epsilon_c"], color="C3", lw=1.0,
+                          label=rf"$\epsilon_c$ = {onset['epsilon_c']:.3g}")
+            ax_de.legend(fontsize=7)
+        ax_de.set_ylabel(r"$E_{crystal} - E_{liquid}$ (meV / electron)")
+        ax_de.set_title("lower energy decides the phase", fontsize=9)
+    for index, ax_map in zip(ends, axes[1 + bool(diffs):]):
         draw_density(fig, ax_map, observables[index])
-        ax_map.set_title(f"epsilon = {rows[index]['epsilon']:g}\n" + ax_map.get_title(),
-                         fontsize=8)
+        ax_map.set_title(f"epsilon = {rows[index]['epsilon']:g}, start {rows[index]['start']}\n"
+                         + ax_map.get_title(), fontsize=8)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     return Path(out)
