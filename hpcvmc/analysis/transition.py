@@ -156,17 +156,18 @@ def energy_differences(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         entry = {"epsilon": epsilon, "phase": "crystal" if is_crystal(lowest) else "liquid",
                  "dE_meV": None, "error_meV": None}
         if crystal and liquid:
-            c = min(crystal, key=lambda r: r["energy_meV"])
-            l_ = min(liquid, key=lambda r: r["energy_meV"])
-            entry["dE_meV"] = c["energy_meV"] - l_["energy_meV"]
-            entry["error_meV"] = float(np.hypot(c["error_meV"], l_["error_meV"]))
+            lowest_crystal = min(crystal, key=lambda r: r["energy_meV"])
+            lowest_liquid = min(liquid, key=lambda r: r["energy_meV"])
+            entry["dE_meV"] = lowest_crystal["energy_meV"] - lowest_liquid["energy_meV"]
+            entry["error_meV"] = float(np.hypot(lowest_crystal["error_meV"],
+                                                lowest_liquid["error_meV"]))
         out.append(entry)
     return out
 
 
 def _zero_of_line(x0: float, y0: float, x1: float, y1: float) -> float | None:
     """Where the straight line through (x0, y0), (x1, y1) crosses zero, if inside [x0, x1]."""
-    if y0 == y1 or (y0 > 0) == (y1 > 0) and y0 != 0 and y1 != 0:
+    if y0 == y1 or y0 * y1 > 0:
         return None
     return x0 + (x1 - x0) * y0 / (y0 - y1)
 
@@ -186,11 +187,11 @@ def crystal_onset(rows: list[dict[str, Any]]) -> dict[str, Any]:
         if a["phase"] == "crystal" and b["phase"] == "liquid":
             result["bracket"] = (a["epsilon"], b["epsilon"])
             if a["dE_meV"] is not None and b["dE_meV"] is not None:
-                ends = (a["epsilon"], b["epsilon"])
-                result["epsilon_c"] = _zero_of_line(ends[0], a["dE_meV"], ends[1], b["dE_meV"])
-                result["range"] = tuple(
-                    _zero_of_line(ends[0], a["dE_meV"] + sign * a["error_meV"],
-                                  ends[1], b["dE_meV"] + sign * b["error_meV"])
+                result["epsilon_c"] = _zero_of_line(a["epsilon"], a["dE_meV"],
+                                                    b["epsilon"], b["dE_meV"])
+                result["range"] = tuple(  # dE + sigma crosses first, dE - sigma last
+                    _zero_of_line(a["epsilon"], a["dE_meV"] + sign * a["error_meV"],
+                                  b["epsilon"], b["dE_meV"] + sign * b["error_meV"])
                     for sign in (+1, -1))
             break
     return result
