@@ -26,6 +26,9 @@ Both sides of the transition. Each run is labelled by its start, ``model.init``:
 lowest Hartree-Fock state, a crystal at strong coupling) or "bands" (the non-interacting band
 orbitals, the liquid). A run *ended crystalline* when its sublattice contrast exceeds
 ``CRYSTAL_CONTRAST`` = 0.5, halfway between the uniform state (0) and the honeycomb crystal (1).
+The contrast sees the symmetry-broken crystal that VMC states keep; a translation-symmetric
+superposition of the three crystal translates (the exact ground state of a finite cell) has a
+uniform density and counts as liquid here: compare S(K), which is of order N for both.
 At each epsilon the lowest energy among the crystalline runs, E_c, and among the others, E_l,
 give dE = E_c - E_l with the combined error sigma = (sigma_c^2 + sigma_l^2)^(1/2); the lower
 energy decides the phase. :func:`crystal_onset` finds where dE changes sign from negative
