@@ -224,8 +224,11 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         low, high = onset["bracket"]
         text = f"crystal onset: between epsilon = {low:g} (crystal) and {high:g} (liquid)"
         if onset["epsilon_c"] is not None:
-            lo, hi = (f"{v:.3g}" if v is not None else "?" for v in onset["range"])
-            text += f"; energy crossing at epsilon_c = {onset['epsilon_c']:.3g} ({lo} - {hi})"
+            lo, hi = onset["range"]  # None: dE -+ sigma does not cross inside the bracket
+            lo = f"< {low:g}" if lo is None else f"{lo:.3g}"
+            hi = f"> {high:g}" if hi is None else f"{hi:.3g}"
+            text += (f"; energy crossing at epsilon_c = {onset['epsilon_c']:.3g} "
+                     f"(dE +- sigma: {lo} to {hi})")
         lines.append(text)
     return "\n".join(lines)
 
