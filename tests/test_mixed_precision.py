@@ -206,7 +206,9 @@ def test_checkpoint_with_float32_leaves_restores_as_float64(tmp_path: Path) -> N
 
 if __name__ == "__main__":  # the child process of test_float64_path_is_unchanged_bit_for_bit
     jax.config.update("jax_enable_x64", True)
-    print(json.dumps({case: [[[e.real, e.imag] for e in eloc],
-                             None if energy is None else [energy.real, energy.imag], sha]
-                      for case, (eloc, energy, sha) in
-                      ((case, float64_numbers(case)) for case in sorted(CASES))}))
+    numbers = {}
+    for name in sorted(CASES):
+        eloc, energy, sha = float64_numbers(name)
+        numbers[name] = [[[e.real, e.imag] for e in eloc],
+                         None if energy is None else [energy.real, energy.imag], sha]
+    print(json.dumps(numbers))
