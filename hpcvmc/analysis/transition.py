@@ -247,8 +247,13 @@ def plot_transition(rows: list[dict[str, Any]], observables: list[Observables],
         The path written.
     """
     eps_all = sorted({r["epsilon"] for r in rows})
-    ends = [min((i for i, r in enumerate(rows) if r["epsilon"] == e),
-                key=lambda i: rows[i]["energy_meV"]) for e in dict.fromkeys((eps_all[0], eps_all[-1]))]
+
+    def lowest_run(epsilon: float) -> int:
+        """Index in rows of the lowest-energy run at this epsilon."""
+        at_epsilon = [i for i, r in enumerate(rows) if r["epsilon"] == epsilon]
+        return min(at_epsilon, key=lambda i: rows[i]["energy_meV"])
+
+    ends = [lowest_run(e) for e in dict.fromkeys((eps_all[0], eps_all[-1]))]
     diffs = [d for d in energy_differences(rows) if d["dE_meV"] is not None]
     n_plots = 1 + bool(diffs) + len(ends)
     fig = Figure(figsize=(5.0 * n_plots + 0.5, 4.6))
