@@ -40,6 +40,7 @@ def option(
     minimum: float | None = None,
     positive: bool = False,
     numerical: bool = False,
+    hashed_when_set: bool = False,
 ) -> Any:
     """Declare a configuration key.
 
@@ -52,9 +53,12 @@ def option(
         numerical: a key of [system] or [model] that changes how, not what, is computed
             (chunk sizes, the Laplacian method): left out of the physics hash, so a resume may
             change it.
+        hashed_when_set: a key of [system] or [model] added after runs were written: left out
+            of the physics hash while it has its default, so their checkpoints and exported
+            states still match an input that does not set it.
     """
     meta = {"doc": doc, "choices": choices, "minimum": minimum, "positive": positive,
-            "numerical": numerical}
+            "numerical": numerical, "hashed_when_set": hashed_when_set}
     return field(default=default, metadata=meta)
 
 
@@ -123,12 +127,15 @@ class Config:
 
     def physics_hash(self) -> str:
         """SHA-256 of the physics-relevant sections (system, model) without their numerical
-        keys (``option(numerical=True)``): a resume must match it."""
+        keys (``option(numerical=True)``) and without later-added keys at their defaults
+        (``option(hashed_when_set=True)``): a resume must match it."""
         physics = {}
         for name in PHYSICS_SECTIONS:
             section = getattr(self, name)
-            numerical = {f.name for f in dataclasses.fields(section) if f.metadata.get("numerical")}
-            physics[name] = {k: v for k, v in self.to_dict()[name].items() if k not in numerical}
+            left_out = {f.name for f in dataclasses.fields(section)
+                        if f.metadata.get("numerical") or (f.metadata.get("hashed_when_set")
+                                                           and getattr(section, f.name) == f.default)}
+            physics[name] = {k: v for k, v in self.to_dict()[name].items() if k not in left_out}
         payload = json.dumps(physics, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()
 

@@ -127,6 +127,19 @@ def test_numerical_keys_stay_out_of_the_physics_hash():
     assert base.physics_hash() == faster.physics_hash() != other.physics_hash()
 
 
+def test_later_model_keys_at_their_defaults_keep_old_states_valid():
+    """results/psiformer_9sites_eps10.h5 was written before model.features and model.head_noise
+    existed: its stored physics hash still equals that of its input read today, and setting
+    either key away from its default changes the hash."""
+    from hpcvmc import export
+
+    state = export.read(Path(__file__).parents[1] / "results" / "psiformer_9sites_eps10.h5")
+    assert "features" not in state.input_toml and "head_noise" not in state.input_toml
+    assert C.loads(state.input_toml).physics_hash() == state.physics_hash
+    for key in ('model.features="moire"', "model.head_noise=1.0"):
+        assert C.loads(state.input_toml, [key]).physics_hash() != state.physics_hash
+
+
 @pytest.mark.parametrize("model, capability", [("rbm", "spins"), ("vit", "square_lattice")])
 def test_lattice_models_refuse_electrons(model, capability):
     """A model's declared requirement that the system lacks is refused by name."""

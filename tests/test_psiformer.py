@@ -49,10 +49,11 @@ def test_swapping_equal_spins_flips_the_sign(polarized, envelope):
         np.testing.assert_allclose(np.abs(_phase_difference(b, a)), np.pi, atol=1e-9)
 
 
-@pytest.mark.parametrize("polarized", [True, False])
-def test_supercell_translations_leave_psi_unchanged(polarized):
+@pytest.mark.parametrize("polarized,features", [(True, "supercell"), (False, "supercell"),
+                                                (True, "moire")])
+def test_supercell_translations_leave_psi_unchanged(polarized, features):
     """All electrons by one supercell vector, and single electrons by different ones."""
-    system, model, params = _model(polarized)
+    system, model, params = _model(polarized, features=features)
     logpsi = jax.jit(lambda x: model.apply({"params": params}, x))
     x = _walkers(system, 5, seed=2)
     reference = np.asarray(logpsi(x))
@@ -63,6 +64,26 @@ def test_supercell_translations_leave_psi_unchanged(polarized):
         moved = np.asarray(logpsi(x + shift))
         np.testing.assert_allclose(moved.real, reference.real, rtol=1e-10)
         np.testing.assert_allclose(_phase_difference(moved, reference), 0.0, atol=1e-9)
+
+
+def test_moire_features_are_the_potential_harmonics():
+    """features = "moire": the last six inputs are sin and cos of g_n . r with the g_n of the
+    potential written out (docs/physics.md), periodic under moire lattice vectors, while the
+    supercell inputs are not (3-site cell, spin-polarized)."""
+    system, _, _ = _model(True)
+    x = _walkers(system, 3, seed=4)
+    g_norm = 4 * np.pi / np.sqrt(3)
+    g1 = g_norm * np.array([0.0, 1.0])
+    g2 = g_norm * np.array([np.sqrt(3) / 2, -0.5])
+    g = np.stack([g1, g2, -g1 - g2])
+    f = np.asarray(psiformer.periodic_features(x, system.cell, N, True, moire_harmonics=True))
+    assert f.shape == (3, N, 10)
+    np.testing.assert_allclose(f[..., 4:7], np.sin(np.asarray(x) @ g.T), atol=1e-12)
+    np.testing.assert_allclose(f[..., 7:], np.cos(np.asarray(x) @ g.T), atol=1e-12)
+    a1 = jnp.array([1.0, 0.0])
+    shifted = np.asarray(psiformer.periodic_features(x + a1, system.cell, N, True, True))
+    np.testing.assert_allclose(shifted[..., 4:], f[..., 4:], atol=1e-12)
+    assert np.max(np.abs(shifted[..., :4] - f[..., :4])) > 0.1
 
 
 @pytest.mark.parametrize("polarized", [True, False])
@@ -103,16 +124,19 @@ def test_float32_model_is_close_to_float64():
 
 
 def test_model_without_head_weights_is_the_hf_determinant():
-    """With the head kernels W = 0 (a = 1) the model is the Slater determinant of its envelope:
-    init = "hf" starts from the Hartree-Fock state times factors 1 + O(HEAD_NOISE)."""
+    """head_noise = 0 gives head kernels W = 0 (a = 1): the model is the Slater determinant of its
+    envelope; init = "hf" starts from the Hartree-Fock state times factors 1 + O(head_noise), the
+    kernels' standard deviation head_noise / sqrt(width)."""
     from hpcvmc.models import slater
 
     system = moire.from_config(moire.MoireConfig(sites=3, n_electrons=3))
-    model = psiformer.from_config(psiformer.PsiformerConfig(n_layers=1, width=8, n_heads=2, init="hf",
-                                                    jastrow=False), system)
+    keys = {"n_layers": 1, "width": 8, "n_heads": 2, "init": "hf", "jastrow": False}
+    model = psiformer.from_config(psiformer.PsiformerConfig(**keys, head_noise=0.0), system)
     params = model.init(jax.random.PRNGKey(0), jnp.ones((1, 3, 2)))["params"]
-    for part in ("up_re", "up_im"):
-        params[part]["kernel"] = jnp.zeros_like(params[part]["kernel"])
+    assert not any(np.any(params[part]["kernel"]) for part in ("up_re", "up_im"))
+    wide = psiformer.from_config(psiformer.PsiformerConfig(**keys, head_noise=2.0), system)
+    kernel = wide.init(jax.random.PRNGKey(0), jnp.ones((1, 3, 2)))["params"]["up_re"]["kernel"]
+    assert 0.5 < np.std(kernel) / (2.0 / np.sqrt(8)) < 1.5
     ref = slater.Slater(orbitals=model.envelope, cell=system.cell)
     ref_params = ref.init(jax.random.PRNGKey(0), jnp.ones((1, 3, 2)))["params"]
     x = _walkers(system, 4, seed=6)[:, :3]

@@ -8,7 +8,16 @@ Features. Electron i at r_i (Cartesian, a_M) has fractional coordinates s_i = r_
 
     f_i = [sin 2 pi s_i1, sin 2 pi s_i2, cos 2 pi s_i1, cos 2 pi s_i2, sigma_i],
 
-sigma_i = +1 (up) / -1 (down), left out when spin-polarized. f_i is periodic on the torus.
+sigma_i = +1 (up) / -1 (down), left out when spin-polarized (``features = "supercell"``, the
+published input). ``features = "moire"`` appends the moire harmonics
+
+    [sin g_1 . r_i, sin g_2 . r_i, sin g_3 . r_i, cos g_1 . r_i, cos g_2 . r_i, cos g_3 . r_i]
+
+(g_n the wave vectors of the moire potential, |g_n| = 4 pi / sqrt3 per a_M): the supercell
+harmonics vary on the scale of the whole cell (3 a_M at 9 sites), so without them the network
+must build the moire-scale position of an electron (which site, where in it) from products of
+slow functions. f_i is periodic on the torus either way (every g_n is a supercell reciprocal
+vector).
 
 Network (width d, H heads of dimension d_k = d / H, ``n_layers`` blocks):
 
@@ -28,8 +37,12 @@ reciprocal vectors |Q| <= g_max |g_1| (``envelope = "plane_waves"``, learnable c
 basis of ``hpcvmc.models.slater``) or chi = 1 (``envelope = "none"``, the published network).
 Every factor is periodic under r_i -> r_i + L for each electron separately, so psi is too.
 The envelope starts from the band or Hartree-Fock orbitals (``init``); the head starts at
-b^re = 1, b^im = 0 and W ~ N(0, (HEAD_NOISE^2 / d)), so that a fresh model is the HF (or band)
-determinant times factors 1 + O(HEAD_NOISE) that differ between determinants. With the envelope
+b^re = 1, b^im = 0 and W ~ N(0, (w^2 / d)) with w = ``head_noise`` (default HEAD_NOISE), so
+that a fresh model is the HF (or band) determinant times factors 1 + O(w) that differ between
+determinants. The gradient of log psi with respect to every attention weight is proportional to
+W, so w also sets how strongly the attention takes part from the start: with a small w the
+natural gradient moves the envelope and the Jastrow and leaves the attention near its
+initialization (docs/results.md, "9 sites: towards convergence"). With the envelope
 and all attention weights removed the model is a Slater determinant (slater.py), i.e. one
 variational Hartree-Fock state.
 
@@ -57,25 +70,32 @@ from hpcvmc.config import DTYPES, InputError, option
 from hpcvmc.logdet import log_det, log_sum_exp
 from hpcvmc.models.slater import Orbitals, check_plane_wave_basis, initial_orbitals, two_body_jastrow
 from hpcvmc.registry import Component, register
+from hpcvmc.systems.moire_lattice import potential_wave_vectors
 
 HEAD_NOISE = 0.1
 """Standard deviation of a^k_j(h) - 1 at initialization (unit-variance LayerNorm output h)."""
 
 
-def periodic_features(x: jax.Array, cell: np.ndarray, n_up: int, polarized: bool) -> jax.Array:
-    """Per-electron input f_i = [sin 2 pi s_i, cos 2 pi s_i, (sigma_i)], s_i = r_i L^{-1}.
+def periodic_features(x: jax.Array, cell: np.ndarray, n_up: int, polarized: bool,
+                      moire_harmonics: bool = False) -> jax.Array:
+    """Per-electron input f_i = [sin 2 pi s_i, cos 2 pi s_i, (sin g_n . r_i, cos g_n . r_i),
+    (sigma_i)], s_i = r_i L^{-1} (module doc).
 
     Args:
         x: positions, shape (batch, N, 2), in a_M.
         cell: supercell vectors, shape (2, 2), rows L_1, L_2, in a_M.
         n_up: electrons 0..n_up-1 are spin up (sigma = +1), the rest down (-1).
         polarized: leave the (constant) spin feature out.
+        moire_harmonics: append sin and cos of g_n . r_i for the three moire wave vectors.
 
     Returns:
-        Features, shape (batch, N, 4) when polarized, else (batch, N, 5).
+        Features, shape (batch, N, 4 + 6 moire_harmonics + (not polarized)).
     """
     angle = 2.0 * jnp.pi * (x @ jnp.asarray(np.linalg.inv(cell), dtype=x.dtype))
     features = [jnp.sin(angle), jnp.cos(angle)]
+    if moire_harmonics:
+        g_dot_r = x @ jnp.asarray(potential_wave_vectors(), dtype=x.dtype).T
+        features += [jnp.sin(g_dot_r), jnp.cos(g_dot_r)]
     if not polarized:
         spin = np.where(np.arange(x.shape[1]) < n_up, 1.0, -1.0)
         features.append(jnp.broadcast_to(jnp.asarray(spin, x.dtype)[:, None], x.shape[:2] + (1,)))
@@ -139,6 +159,8 @@ class Psiformer(nn.Module):
         n_determinants: K.
         envelope: initial plane-wave envelope coefficients (``Orbitals``), or None for chi = 1.
         jastrow: include the two-body Jastrow of slater.py.
+        moire_harmonics: add the moire-scale input features (``features = "moire"``).
+        head_noise: standard deviation of a^k_j(h) - 1 at initialization.
         U: Coulomb strength a_M / a_B* (fixes the Jastrow cusps).
         dtype: compute dtype of the network (parameters are float64).
     """
@@ -152,12 +174,14 @@ class Psiformer(nn.Module):
     n_determinants: int = 1
     envelope: Orbitals | None = None
     jastrow: bool = True
+    moire_harmonics: bool = False
+    head_noise: float = HEAD_NOISE
     U: float = 0.0
     dtype: Any = jnp.float64
 
     def _head(self, h: jax.Array, n_orb: int, name: str) -> jax.Array:
-        """a^k_j(h_i) complex, shape (batch, n, K, n_orb), starting at 1 + O(HEAD_NOISE)."""
-        kernel = nn.initializers.normal(HEAD_NOISE / np.sqrt(self.width))
+        """a^k_j(h_i) complex, shape (batch, n, K, n_orb), starting at 1 + O(head_noise)."""
+        kernel = nn.initializers.normal(self.head_noise / np.sqrt(self.width))
         parts = [nn.Dense(self.n_determinants * n_orb, dtype=self.dtype, param_dtype=jnp.float64,
                           kernel_init=kernel, bias_init=bias, name=f"{name}_{part}")(h)
                  for part, bias in (("re", nn.initializers.ones), ("im", nn.initializers.zeros))]
@@ -189,7 +213,7 @@ class Psiformer(nn.Module):
         """log psi of walkers x of shape (batch, N, 2) (Cartesian, a_M) -> complex128 (batch,)."""
         polarized = self.n_down == 0
         xc = x.astype(self.dtype)
-        h = periodic_features(xc, self.cell, self.n_up, polarized)
+        h = periodic_features(xc, self.cell, self.n_up, polarized, self.moire_harmonics)
         h = nn.Dense(self.width, dtype=self.dtype, param_dtype=jnp.float64, name="embed")(h)
         for layer in range(self.n_layers):
             h = AttentionBlock(self.width, self.n_heads, self.dtype, name=f"block_{layer}")(h)
@@ -211,7 +235,7 @@ def from_config(cfg: Any, system: Any) -> Psiformer:
     return Psiformer(cell=params.cell, n_up=system.n_up, n_down=system.n_electrons - system.n_up,
                      n_layers=cfg.n_layers, n_heads=cfg.n_heads, width=cfg.width,
                      n_determinants=cfg.n_determinants, envelope=envelope, jastrow=cfg.jastrow,
-                     U=params.U, dtype=jnp.dtype(cfg.dtype))
+                     moire_harmonics=cfg.features == "moire", head_noise=cfg.head_noise, U=params.U, dtype=jnp.dtype(cfg.dtype))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -247,6 +271,17 @@ class PsiformerConfig:
     )
     jastrow: bool = option(
         True, "Two-body Jastrow u(d) = c d/(1 + b d) with the 2D cusps (as model.type = 'slater').",
+    )
+    head_noise: float = option(
+        HEAD_NOISE, "Standard deviation of the orbital head's factor a(h) - 1 at initialization: "
+        "small starts at the HF (or band) determinant with the attention nearly switched off.",
+        minimum=0.0, hashed_when_set=True,
+    )
+    features: str = option(
+        "supercell", "Electron input: sin and cos of 2 pi times the fractional supercell "
+        "coordinates (the published network), or those plus sin and cos of g_n . r for the three "
+        "moire wave vectors (moire-scale positions).",
+        choices=("supercell", "moire"), hashed_when_set=True,
     )
     dtype: str = option(
         "float64", "Compute precision of the network (parameters, optimizer state, energies and "
