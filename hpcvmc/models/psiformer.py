@@ -9,7 +9,7 @@ Features. Electron i at r_i (Cartesian, a_M) has fractional coordinates s_i = r_
     f_i = [sin 2 pi s_i1, sin 2 pi s_i2, cos 2 pi s_i1, cos 2 pi s_i2, sigma_i],
 
 sigma_i = +1 (up) / -1 (down), left out when spin-polarized (``features = "supercell"``, the
-published input). ``features = "moire"`` appends the moire harmonics
+published input). ``features = "moire"`` adds, before sigma_i, the moire harmonics
 
     [sin g_1 . r_i, sin g_2 . r_i, sin g_3 . r_i, cos g_1 . r_i, cos g_2 . r_i, cos g_3 . r_i]
 
@@ -235,7 +235,8 @@ def from_config(cfg: Any, system: Any) -> Psiformer:
     return Psiformer(cell=params.cell, n_up=system.n_up, n_down=system.n_electrons - system.n_up,
                      n_layers=cfg.n_layers, n_heads=cfg.n_heads, width=cfg.width,
                      n_determinants=cfg.n_determinants, envelope=envelope, jastrow=cfg.jastrow,
-                     moire_harmonics=cfg.features == "moire", head_noise=cfg.head_noise, U=params.U, dtype=jnp.dtype(cfg.dtype))
+                     moire_harmonics=cfg.features == "moire", head_noise=cfg.head_noise,
+                     U=params.U, dtype=jnp.dtype(cfg.dtype))
 
 
 @dataclass(frozen=True, kw_only=True)
