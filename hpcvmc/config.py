@@ -133,8 +133,9 @@ class Config:
         for name in PHYSICS_SECTIONS:
             section = getattr(self, name)
             left_out = {f.name for f in dataclasses.fields(section)
-                        if f.metadata.get("numerical") or (f.metadata.get("hashed_when_set")
-                                                           and getattr(section, f.name) == f.default)}
+                        if f.metadata.get("numerical")
+                        or (f.metadata.get("hashed_when_set")
+                            and getattr(section, f.name) == f.default)}
             physics[name] = {k: v for k, v in self.to_dict()[name].items() if k not in left_out}
         payload = json.dumps(physics, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()
