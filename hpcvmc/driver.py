@@ -180,8 +180,11 @@ def _check_compatible(setup: Setup, snap: ckpt.Snapshot, source: str,
     theirs, ours = loads(snap.input_toml).to_dict(), setup.config.to_dict()
     if snap.physics_hash != setup.config.physics_hash():
         diff = [c.split(":")[0] for c in _changed_keys(theirs, ours, ("system", "model"))]
+        why = (f"{', '.join(diff)} differ" if diff else
+               "same keys, physics hash of another hpcvmc version; start from its parameters "
+               "with run.init_params")
         raise InputError(
-            f"{source}: checkpoint is of a different system/model ({', '.join(diff)} differ); "
+            f"{source}: checkpoint is of a different system/model ({why}); "
             "use another run.output or the matching input"
         )
     for change in _changed_keys(theirs, ours, ("sampler", "optimizer", "run")):

@@ -1,5 +1,6 @@
 """Checkpoints: exact resume, atomic writes under kill -9, signals, validation on load."""
 
+import dataclasses
 import signal
 import subprocess
 import sys
@@ -113,6 +114,19 @@ def test_checkpoint_of_other_lattice_is_refused(tmp_path, capsys):
     assert not (tmp_path / "other").exists()
     model = tiny_input(tmp_path, "model", **{"alpha = 1": "alpha = 2"})
     assert main(["run", str(model), "--restart", str(newest)]) == 2
+
+
+def test_checkpoint_with_same_keys_but_other_hash_names_init_params(tmp_path, capsys):
+    """A checkpoint whose physics hash came from another version (same keys) is refused with
+    a message that says how to go on, not an empty list of differing keys."""
+    assert main(["run", str(tiny_input(tmp_path))]) == 0
+    snap = ckpt.read(ckpt.list_checkpoints(tmp_path / "run")[0])
+    foreign = ckpt.save(dataclasses.replace(snap, physics_hash="0" * 64), tmp_path / "old", 1)
+    capsys.readouterr()
+    assert main(["run", str(tiny_input(tmp_path, "again")), "--restart", str(foreign)]) == 2
+    err = capsys.readouterr().err
+    assert "physics hash of another hpcvmc version" in err and "run.init_params" in err
+    assert "()" not in err and err.count("\n") == 1
 
 
 KILL_IN_WRITE = """
