@@ -138,3 +138,21 @@ def test_shipped_9site_psiformer_state_agrees_with_its_table_value(tmp_path):
     sigma = np.hypot(energy["error"], attrs["final_error"])
     assert abs(energy["mean"] - attrs["final_energy"]) < 3 * sigma, (energy, attrs["final_energy"])
     assert energy["error"] < 0.1  # E0 total (6 electrons): ~0.06 meV per electron
+
+
+def test_every_shipped_state_is_listed_and_matches_todays_physics_hash():
+    """Each file in results/ is named in results/README.md (directly or by the brace pattern of
+    the transition states) and its stored physics hash equals that of its stored input read by
+    this version, so its verify command and ``run.init_params`` accept it; the folder stays
+    under the 5 MB that issue 24 allows."""
+    from hpcvmc import config
+
+    listing = (RESULTS / "README.md").read_text()
+    states = sorted(RESULTS.glob("*.h5"))
+    assert len(states) >= 10
+    for path in states:
+        named = f"`{path.name}`" in listing or path.name.startswith("transition_9sites_")
+        assert named, f"{path.name} is not listed in results/README.md"
+        state = export.read(path)
+        assert config.loads(state.input_toml).physics_hash() == state.physics_hash, path.name
+    assert sum(p.stat().st_size for p in RESULTS.iterdir()) < 5_000_000
