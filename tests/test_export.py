@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from hpcvmc import checkpoint as ckpt
-from hpcvmc import export
+from hpcvmc import config, export
 from hpcvmc.cli import main
 from hpcvmc.measure import FINAL_FILE
 from test_cli import tiny_input
@@ -145,8 +145,6 @@ def test_every_shipped_state_is_listed_and_matches_todays_physics_hash():
     the transition states) and its stored physics hash equals that of its stored input read by
     this version, so its verify command and ``run.init_params`` accept it; the folder stays
     under the 5 MB that issue 24 allows."""
-    from hpcvmc import config
-
     listing = (RESULTS / "README.md").read_text()
     states = sorted(RESULTS.glob("*.h5"))
     assert len(states) >= 10
