@@ -5,6 +5,7 @@ XLA thread (``taskset -c K`` pins it to a core)::
 
     python bench/time_to_accuracy.py                  # both codes, 3 sampler seeds each
     python bench/time_to_accuracy.py --codes hpcvmc --seeds 1 --first-seed 1
+    python bench/time_to_accuracy.py --codes hpcvmc --job jobs/vit_4x4_factored_mc_fast.toml
     python bench/time_to_accuracy.py --codes hpcvmc --set model.symmetrize=none \
         --stage '300:model.symmetrize=full'           # a recipe in stages
 

@@ -27,6 +27,7 @@ from hpcvmc import checkpoint as ckpt
 from hpcvmc import export
 from hpcvmc.build import Setup
 from hpcvmc.config import InputError, loads
+from hpcvmc.deduplication import ROW_CHUNK, grouped_local_energy, solve_on_leading_rows
 from hpcvmc.measure import FINAL_FILE, final_measurement, read_final
 from hpcvmc.optim.jacobian import centred_scaled, jacobian
 from hpcvmc.outputs import OutputError, cannot_write, write_text_atomic, writing
@@ -65,6 +66,7 @@ def make_step(setup: Setup) -> Callable[..., StepOutput]:
     comm, system, sampler = setup.comm, setup.system, setup.sampler
     chunk = setup.optimizer.jacobian_chunk
     clip = setup.optimizer.clip_local_energy
+    grouping = getattr(sampler, "deduplication", None)
     chain_ids = jnp.asarray(setup.chain_ids)
 
     def step_fn(params: Any, opt_state: Any, chains: ChainState | None, step: jax.Array) -> StepOutput:
@@ -73,19 +75,31 @@ def make_step(setup: Setup) -> Callable[..., StepOutput]:
         chains = new_chains
         shape = batch.x.shape[:2]
         x = batch.x.reshape((-1,) + batch.x.shape[2:])
-        e_loc = system.local_energy(setup.logpsi, params, x)
+        e_loc, classes = grouped_local_energy(
+            lambda rows: system.local_energy(setup.logpsi, params, rows), x, grouping)
         weights = None if batch.weights is None else batch.weights.reshape(-1)
         if weights is None:
             stats = summarize(e_loc.reshape(shape), comm)
         else:
             stats = summarize_weighted(e_loc, weights, comm)
-        jac = jacobian(setup.logpsi, params, x, chunk)
         # the clipping window is an unweighted statistic: weighted (exact) batches are not clipped
         e_update = e_loc if clip == 0.0 or weights is not None else clip_local_energy(e_loc, clip, comm)
+        if classes is None:
+            jac = jacobian(setup.logpsi, params, x, chunk)
+        else:  # one row per class, weighted by its multiplicity (hpcvmc.deduplication)
+            jac = jacobian(setup.logpsi, params, x[classes.first], min(chunk, ROW_CHUNK),
+                           classes.count)
+            e_update, weights = e_update[classes.first], classes.multiplicity
         O, eps = centred_scaled(jac, e_update, comm, weights=weights)
-        # every rank holds the same number of rows (chains and enumerated states are split evenly)
-        updates, opt_state, info = setup.optimizer.update(O, eps, opt_state, params, comm,
-                                                          n_rows_max=x.shape[0])
+
+        def update(O: jax.Array, eps: jax.Array, n_rows_max: int) -> tuple[Any, Any, Any]:
+            return setup.optimizer.update(O, eps, opt_state, params, comm, n_rows_max=n_rows_max)
+
+        if classes is None:
+            # every rank holds the same number of rows (chains and enumerated states are split evenly)
+            updates, opt_state, info = update(O, eps, x.shape[0])
+        else:  # the classes come first, the zero rows after them are left out of the kernel
+            updates, opt_state, info = solve_on_leading_rows(update, O, eps, classes.count, comm)
         params = optax.apply_updates(params, updates)
         return StepOutput(params, opt_state, chains, stats, acceptance, info)
 

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from hpcvmc.build import Setup
+from hpcvmc.deduplication import grouped_local_energy
 from hpcvmc.protocols import PURPOSE_MEASURE
 from hpcvmc.stats import combine_steps, summarize, summarize_weighted
 
@@ -25,9 +26,10 @@ def sample_fixed(setup: Setup, params: Any, chains: Any, n_steps: int,
     """``n_steps`` sampler steps with fixed parameters: the energy and, optionally, more sums.
 
     Step k samples with the stream (PURPOSE_MEASURE, k), evaluates the local energy of every
-    sample and, when ``collect`` is given, updates ``acc = collect(acc, x)`` with this rank's
-    samples x (jittable; the caller reduces ``acc`` over the ranks; x comes without weights, so
-    ``collect`` serves Monte Carlo samplers). Collective.
+    sample (once per class of the sampler's ``deduplication``) and, when ``collect`` is given,
+    updates ``acc = collect(acc, x)`` with this rank's samples x (jittable; the caller reduces
+    ``acc`` over the ranks; x comes without weights, so ``collect`` serves Monte Carlo
+    samplers). Collective.
 
     Args:
         setup: the built run.
@@ -50,7 +52,8 @@ def sample_fixed(setup: Setup, params: Any, chains: Any, n_steps: int,
         batch, chains = setup.sampler.sample(setup.logpsi, params, chains, chain_ids, step,
                                              purpose=PURPOSE_MEASURE)
         x = batch.x.reshape((-1,) + batch.x.shape[2:])
-        e_loc = system.local_energy(setup.logpsi, params, x)
+        e_loc, _ = grouped_local_energy(lambda rows: system.local_energy(setup.logpsi, params, rows),
+                                        x, getattr(setup.sampler, "deduplication", None))
         if batch.weights is None:
             stats = summarize(e_loc.reshape(batch.x.shape[:2]), comm)
         else:

@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from hpcvmc.config import InputError, option
+from hpcvmc.deduplication import Deduplication
 from hpcvmc.parallel import Comm
 from hpcvmc.protocols import PURPOSE_BURN_IN, PURPOSE_INIT, PURPOSE_STEP, Batch, LogPsi
 
@@ -129,6 +130,8 @@ class Metropolis:
         burn_in: sweeps discarded once, when chains are created.
         discard: sweeps discarded at the start of every step.
         seed: run seed.
+        deduplication: how the step groups repeated samples before evaluating them
+            (:mod:`hpcvmc.deduplication`; None: every sample is evaluated).
     """
 
     is_exact: ClassVar[bool] = False
@@ -140,6 +143,7 @@ class Metropolis:
     burn_in: int
     discard: int
     seed: int
+    deduplication: Deduplication | None = None
 
     @property
     def State(self) -> type:

@@ -14,9 +14,9 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 from jax.flatten_util import ravel_pytree
 
+from hpcvmc.chunking import map_leading_chunks
 from hpcvmc.parallel import Comm
 
 LogPsi = Callable[[Any, jax.Array], jax.Array]
@@ -24,20 +24,23 @@ LogPsi = Callable[[Any, jax.Array], jax.Array]
 
 
 @partial(jax.jit, static_argnames=("logpsi", "chunk_size"))
-def jacobian(logpsi: LogPsi, params: Any, x: jax.Array, chunk_size: int) -> jax.Array:
+def jacobian(logpsi: LogPsi, params: Any, x: jax.Array, chunk_size: int,
+             n_rows: jax.Array | None = None) -> jax.Array:
     """Dense per-sample Jacobian ``O_{s,k} = d log psi(x_s) / d theta_k``, in sample chunks.
 
     Each chunk of ``c = min(chunk_size, n)`` samples is differentiated by reverse mode (two
     vector-Jacobian products per sample for complex log psi, of Re and Im) and written in place
-    into the (n, P) result inside a ``fori_loop``; the last chunk starts at ``n - c`` and so
-    recomputes a few rows instead of padding the samples. Jitted; ``logpsi`` and ``chunk_size``
-    are static (pass the same function object to reuse the compilation).
+    into the (n, P) result (:func:`hpcvmc.chunking.map_leading_chunks`: the last chunk starts at
+    ``n - c`` and so recomputes a few rows instead of padding the samples). Jitted; ``logpsi``
+    and ``chunk_size`` are static (pass the same function object to reuse the compilation).
 
     Args:
         logpsi: ``logpsi(params, x_batch) -> (batch,)`` log amplitudes, complex or real.
         params: the parameter pytree, real leaves.
         x: the samples, shape (n, ...).
         chunk_size: samples per chunk (the memory bound).
+        n_rows: only the first ``n_rows`` rows are needed (traced; the chunks that hold none of
+            them are skipped and their rows left 0); None: all n.
 
     Returns:
         O of shape (n, P), complex when log psi is complex, else real; column k is the k-th
@@ -49,18 +52,9 @@ def jacobian(logpsi: LogPsi, params: Any, x: jax.Array, chunk_size: int) -> jax.
     flat, unravel = ravel_pytree(params)
     if jnp.iscomplexobj(flat):
         raise ValueError("jacobian expects real parameters; split complex ones into Re and Im")
-    n_samples = x.shape[0]
-    chunk = min(chunk_size, n_samples)
     per_chunk = _chunk_jacobian(logpsi, unravel)
-    out_dtype = jax.eval_shape(per_chunk, flat, x[:chunk]).dtype
-    jac = jnp.zeros((n_samples, flat.size), out_dtype)
-
-    def fill(k: jax.Array, jac: jax.Array) -> jax.Array:
-        start = jnp.minimum(k * chunk, n_samples - chunk)
-        x_chunk = lax.dynamic_slice_in_dim(x, start, chunk, axis=0)
-        return lax.dynamic_update_slice_in_dim(jac, per_chunk(flat, x_chunk), start, axis=0)
-
-    return lax.fori_loop(0, -(-n_samples // chunk), fill, jac)
+    count = x.shape[0] if n_rows is None else n_rows
+    return map_leading_chunks(lambda rows: per_chunk(flat, rows), x, count, chunk_size)
 
 
 def _chunk_jacobian(logpsi: LogPsi, unravel: Callable) -> Callable:
@@ -75,7 +69,7 @@ def _chunk_jacobian(logpsi: LogPsi, unravel: Callable) -> Callable:
 
     def rows(flat: jax.Array, x_chunk: jax.Array) -> jax.Array:
         jac = jax.vmap(jax.jacrev(parts), in_axes=(None, 0))(flat, x_chunk)
-        return lax.complex(jac[:, 0], jac[:, 1]) if jac.ndim == 3 else jac
+        return jax.lax.complex(jac[:, 0], jac[:, 1]) if jac.ndim == 3 else jac
 
     return rows
 

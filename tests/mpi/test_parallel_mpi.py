@@ -90,11 +90,13 @@ symmetrize = "full"
     (RBM, "exchange", "n_chains = 8\nn_samples = 64\nburn_in = 5", 64),
     (RBM, "exact", "", 12870),
     (PROJECTED_VIT, "exact", "orbits = true", 107),
-], ids=["rbm-exchange", "rbm-exact", "vit-orbits"])
+    (PROJECTED_VIT, "exchange", 'n_chains = 8\nn_samples = 64\nburn_in = 5\ndeduplicate = "orbits"', 64),
+], ids=["rbm-exchange", "rbm-exact", "vit-orbits", "vit-exchange-deduplicated"])
 def test_vmc_steps_equal_a_single_process(comm, model, sampler, keys, n_samples):
     """Energies and parameters after a few steps on R ranks equal the one-process run (the 107
     symmetry orbits of the orbit sum do not divide evenly: padding rows on some ranks, which the
-    logged sample count leaves out)."""
+    logged sample count leaves out; deduplicated samples are grouped on each rank, so every rank
+    has its own number of classes and zero-weight rows)."""
     cfg = C.loads(TINY.format(model=model, sampler=sampler, sampler_keys=keys))
 
     def run(c: Comm) -> tuple[np.ndarray, np.ndarray]:
