@@ -15,9 +15,10 @@ rows (phi = (O~^T O~ + lambda)^(-1) (O~^T eps~ + lambda mu phi_prev) depends on 
 these sums). (The J1-J2 Hamiltonian with the Marshall sign, M H M, commutes with G in the
 Sz = 0 sector: M(g x) = c_g M(x) with a sign c_g that depends on g only.) Only the U classes are
 evaluated: the local energy and the Jacobian cost U / N of the full batch, and the minSR kernel
-is built from the leading rows only (:func:`solve_on_leading_rows`). On the 4 x 4 lattice the whole Sz = 0 sector has 107 orbits of the space group x
-spin flip, so a step of 512 samples evaluates at most 107 configurations (about 40-70 near the
-ground state); on 6 x 6 and larger lattices samples rarely repeat and nothing is gained (the
+is built from the leading rows only (:func:`solve_on_leading_rows`). On the 4 x 4 lattice the
+whole Sz = 0 sector has 107 orbits of the space group x spin flip, so a step of 512 samples
+evaluates at most 107 configurations (41 on average near the ground state, bench/README.md); on
+6 x 6 and larger lattices samples rarely repeat and nothing is gained (the
 classification costs |G| n_sites integer operations per sample).
 
 A configuration's class is an integer code: sum_s [x_s = +1] 2^s of x itself

@@ -95,8 +95,7 @@ def make_step(setup: Setup) -> Callable[..., StepOutput]:
         def update(O: jax.Array, eps: jax.Array, n_rows_max: int) -> tuple[Any, Any, Any]:
             return setup.optimizer.update(O, eps, opt_state, params, comm, n_rows_max=n_rows_max)
 
-        if classes is None:
-            # every rank holds the same number of rows (chains and enumerated states are split evenly)
+        if classes is None:  # every rank holds the same number of rows (split evenly)
             updates, opt_state, info = update(O, eps, x.shape[0])
         else:  # the classes come first, the zero rows after them are left out of the kernel
             updates, opt_state, info = solve_on_leading_rows(update, O, eps, classes.count, comm)

@@ -52,8 +52,9 @@ def sample_fixed(setup: Setup, params: Any, chains: Any, n_steps: int,
         batch, chains = setup.sampler.sample(setup.logpsi, params, chains, chain_ids, step,
                                              purpose=PURPOSE_MEASURE)
         x = batch.x.reshape((-1,) + batch.x.shape[2:])
-        e_loc, _ = grouped_local_energy(lambda rows: system.local_energy(setup.logpsi, params, rows),
-                                        x, getattr(setup.sampler, "deduplication", None))
+        e_loc, _ = grouped_local_energy(
+            lambda rows: system.local_energy(setup.logpsi, params, rows), x,
+            getattr(setup.sampler, "deduplication", None))
         if batch.weights is None:
             stats = summarize(e_loc.reshape(batch.x.shape[:2]), comm)
         else:

@@ -90,7 +90,8 @@ symmetrize = "full"
     (RBM, "exchange", "n_chains = 8\nn_samples = 64\nburn_in = 5", 64),
     (RBM, "exact", "", 12870),
     (PROJECTED_VIT, "exact", "orbits = true", 107),
-    (PROJECTED_VIT, "exchange", 'n_chains = 8\nn_samples = 64\nburn_in = 5\ndeduplicate = "orbits"', 64),
+    (PROJECTED_VIT, "exchange",
+     'n_chains = 8\nn_samples = 64\nburn_in = 5\ndeduplicate = "orbits"', 64),
 ], ids=["rbm-exchange", "rbm-exact", "vit-orbits", "vit-exchange-deduplicated"])
 def test_vmc_steps_equal_a_single_process(comm, model, sampler, keys, n_samples):
     """Energies and parameters after a few steps on R ranks equal the one-process run (the 107
