@@ -125,13 +125,11 @@ class Deduplication:
             x: configurations of +-1, shape (n, n_sites).
         """
         n = x.shape[0]
-        codes, first, inverse, counts = jnp.unique(
+        _, first, inverse, counts = jnp.unique(
             self.codes(x), size=n, fill_value=np.iinfo(np.int64).max,
             return_index=True, return_inverse=True, return_counts=True)
-        del codes
         count = jnp.sum(counts > 0)
         return Classes(first, inverse.reshape(n), counts.astype(x.dtype), count)
-
 
 
 def grouped_local_energy(local_energy: Callable[[jax.Array], jax.Array], x: jax.Array,
@@ -170,9 +168,9 @@ def solve_on_leading_rows(update: Callable[[jax.Array, jax.Array, int], T], O: j
     every rank's ``count`` nonzero leading rows (a ``lax.switch``: one compiled branch per b,
     the same branch on every rank).
 
-    Rows from ``count`` on are zero (weight 0), and zero rows add nothing to O O^T or O^T eps:
-    the minSR / SPRING update on the leading b rows equals that on all n, at (b / n)^2 of the
-    kernel's cost.
+    Rows from ``count`` on are zero (weight 0) and add nothing to O^H O or O^H eps, the sums the
+    update depends on: the minSR / SPRING update on the leading b rows equals that on all n, at
+    (b / n)^2 of the cost of building the kernel O O^H and (b / n)^3 of its solve.
 
     Args:
         update: the solver on b rows (its collectives run on every rank alike).
