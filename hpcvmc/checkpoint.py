@@ -110,12 +110,17 @@ def _flatten(tree: Any) -> dict[str, np.ndarray]:
     return {"/".join(_key_to_str(k) for k in path): np.asarray(leaf) for path, leaf in leaves}
 
 
-def _unflatten(template: Any, arrays: dict[str, np.ndarray], what: str, path: Path) -> Any:
-    """Fill a template pytree with arrays by key path, checking names and shapes."""
+def _unflatten(template: Any, arrays: dict[str, np.ndarray], what: str, path: Path,
+               fresh: dict[str, np.ndarray] | None = None) -> Any:
+    """Fill a template pytree with arrays by key path, checking names and shapes; a name that
+    ``arrays`` lacks takes its value from ``fresh`` when given, else it is an error."""
     leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
     out = []
     for key_path, leaf in leaves:
         name = "/".join(_key_to_str(k) for k in key_path)
+        if name not in arrays and fresh is not None:
+            out.append(fresh[name])
+            continue
         if name not in arrays:
             raise CheckpointError(f"{path}: /{what}/{name} is missing (different model?)")
         value = arrays[name]
@@ -364,6 +369,29 @@ def newest_usable(output: str | Path, use: Callable[[Snapshot, Path], T],
 def restore_tree(template: Any, flat: dict[str, np.ndarray], what: str, path: Path) -> Any:
     """Rebuild a params/opt_state pytree from a checkpoint's flat dict, shaped like template."""
     return _unflatten(template, flat, what, path)
+
+
+def restore_extended(template: Any, flat: dict[str, np.ndarray], what: str, path: Path,
+                     fresh: Callable[[], Any]) -> tuple[Any, list[str]]:
+    """Parameters of a model that extends the stored one (e.g. more Jastrow terms): every
+    stored entry must be an entry of ``template`` with its shape; the entries the store lacks
+    take their values from ``fresh()`` (the model's initial pytree, computed only then).
+
+    Returns:
+        (pytree shaped like ``template``, sorted names of the entries taken from ``fresh()``).
+
+    Raises:
+        CheckpointError: a stored entry the model lacks, a shape that differs, or no entry in
+            common.
+    """
+    leaves, _ = jax.tree_util.tree_flatten_with_path(template)
+    names = {"/".join(_key_to_str(k) for k in key_path) for key_path, _ in leaves}
+    kept = sorted(names - set(flat))
+    if not kept:
+        return _unflatten(template, flat, what, path), []
+    if len(kept) == len(names):
+        raise CheckpointError(f"{path}: /{what} shares no entry with the model (different model?)")
+    return _unflatten(template, flat, what, path, fresh=_flatten(fresh())), kept
 
 
 def redistribute_chains(chains: dict[str, np.ndarray], n_chains: int) -> dict[str, np.ndarray]:

@@ -240,20 +240,25 @@ def fresh_state(setup: Setup, params: Any = None) -> RunState:
 def _params_from(setup: Setup, source: Path, say: Callable[[str], None]) -> Any:
     """The parameters of checkpoint file ``source``, of the newest valid one in run folder
     ``source`` or of exported state ``source`` (:mod:`hpcvmc.export`), shaped for this run's
-    model.
+    model. The model may extend the stored one (:func:`hpcvmc.checkpoint.restore_extended`):
+    parameters the source lacks keep their initial values, and are named.
 
     Raises:
         InputError: naming ``run.init_params`` (missing, corrupt, or another parameter tree).
     """
     template = jax.eval_shape(setup.init_params)
     reasons: list[str] = []
+    kept: list[str] = []
 
     def use(snap: ckpt.Snapshot, path: Path) -> tuple[int, Any]:
         try:
-            return snap.step, ckpt.restore_tree(template, snap.params, "params", path)
+            params, fresh = ckpt.restore_extended(template, snap.params, "params", path,
+                                                  setup.init_params)
         except ckpt.CheckpointError as exc:
             reasons.append(str(exc))
             raise
+        kept[:] = fresh
+        return snap.step, params
 
     try:
         if export.is_exported(source):
@@ -269,6 +274,8 @@ def _params_from(setup: Setup, source: Path, say: Callable[[str], None]) -> Any:
     except (OSError, ckpt.CheckpointError) as exc:
         raise InputError(f"run.init_params: {exc}") from None
     say(f"initial parameters from {source} (step {step} of that run)")
+    if kept:
+        say(f"parameters not in {source}, kept at their initial values: {', '.join(kept)}")
     return params
 
 

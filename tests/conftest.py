@@ -13,8 +13,8 @@ optimization level 0 (``UNOPTIMIZED_BACKEND``): about 40 % less compile time, wh
 a short test. The tests compare numbers computed alike (R ranks with 1, resumed with
 uninterrupted, float32 with float64) or against references with tolerances far above the last
 bits that the level moves; the one check of exact bits, the float64 path of
-``test_mixed_precision``, runs its computation in a child process at the default level, as
-users' runs compile.
+``test_mixed_precision``, holds numbers recorded at this level (which were checked against the
+default level's when recorded).
 
 README's test command shares the files between two pytest workers (pytest-xdist,
 ``-n 2 --dist loadfile``), which take the files in collection order. The files whose tests

@@ -177,3 +177,59 @@ def test_sigterm_checkpoints_the_current_step(tmp_path):
     snap = ckpt.read(ckpt.list_checkpoints(tmp_path / "run")[0])
     assert snap.step >= 2 and snap.step == len(history(tmp_path / "run"))
     assert "stopped by signal" in out
+
+
+MOIRE_SLATER = """
+[system]
+type = "moire"
+sites = 3
+n_electrons = 2
+[model]
+type = "slater"
+g_max = 1.0
+jastrow = true
+[sampler]
+type = "gaussian"
+n_chains = 4
+n_samples = 8
+burn_in = 1
+[optimizer]
+type = "minsr"
+[run]
+steps = 1
+"""
+
+
+def test_init_params_extends_a_model_with_new_parameters_at_their_initial_values(tmp_path):
+    """run.init_params from a Slater-Jastrow checkpoint into the same model with plane-wave
+    Jastrow terms: every stored parameter is taken, the new one keeps its initial zeros and is
+    named; a stored parameter that the model lacks is refused (the reverse direction)."""
+    import json
+
+    import jax
+
+    from hpcvmc import config as C
+    from hpcvmc.build import build
+    from hpcvmc.driver import fresh_state, prepare_output, save_checkpoint
+    from hpcvmc.errors import InputError
+    from hpcvmc.parallel import SERIAL
+
+    def setup_of(name: str, *overrides: str):
+        out = f"run.output={json.dumps(str(tmp_path / name))}"
+        return build(C.loads(MOIRE_SLATER, overrides=[out, *overrides]), SERIAL)
+
+    source = setup_of("source")
+    stored = jax.tree_util.tree_map(lambda p: p + 0.25, source.init_params())
+    save_checkpoint(source, fresh_state(source, stored)._replace(step=7))
+    init = f"run.init_params={json.dumps(str(tmp_path / 'source'))}"
+    said: list[str] = []
+    state = prepare_output(setup_of("target", "model.jastrow_shells=2", init), None, said.append)
+    params = dict(state.params)
+    np.testing.assert_array_equal(params.pop("jastrow_plane_waves"), np.zeros((2, 2)))
+    assert jax.tree_util.tree_all(jax.tree_util.tree_map(np.array_equal, params, dict(stored)))
+    assert any("step 7" in line for line in said)
+    assert any("kept at their initial values: jastrow_plane_waves" in line for line in said)
+    save_checkpoint(setup_of("target", "model.jastrow_shells=2"), state)
+    back = f"run.init_params={json.dumps(str(tmp_path / 'target'))}"
+    with pytest.raises(InputError, match="run.init_params: .*entries the model lacks"):
+        prepare_output(setup_of("back", back), None, said.append)

@@ -42,10 +42,13 @@ def test_matches_hessian_trace(f, method):
 
 @pytest.mark.parametrize("polarized", [True, False])
 def test_slater_jastrow_laplacian_matches_hessian(polarized):
-    """log psi of a perturbed Slater determinant with Jastrow (complex) on random walkers."""
+    """log psi of a perturbed Slater determinant with Jastrow (complex) on random walkers; the
+    plane-wave Jastrow terms with random coefficients."""
     system = moire.from_config(moire.MoireConfig(sites=3, n_electrons=4, spin_polarized=polarized))
-    model = slater.from_config(slater.SlaterConfig(g_max=1.5, init_noise=0.3, jastrow=True), system)
-    params = model.init(jax.random.PRNGKey(1), jnp.ones((1, 4, 2)))["params"]
+    cfg = slater.SlaterConfig(g_max=1.5, init_noise=0.3, jastrow=True, jastrow_shells=3)
+    model = slater.from_config(cfg, system)
+    params = dict(model.init(jax.random.PRNGKey(1), jnp.ones((1, 4, 2)))["params"])
+    params["jastrow_plane_waves"] = 0.1 * jax.random.normal(jax.random.PRNGKey(3), (2, 3))
     walkers = jax.random.uniform(jax.random.PRNGKey(2), (3, 4, 2)) * 2.0
 
     def f(r):

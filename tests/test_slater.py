@@ -85,6 +85,70 @@ def test_jastrow_cusps_in_2d():
         np.testing.assert_allclose(jax.grad(jastrow)(1e-7), cusp, rtol=1e-5)
 
 
+def test_reciprocal_shells_are_the_shells_of_the_triangular_lattice():
+    """The 9-site cell's G != 0 by a brute-force search over integer combinations of the
+    reciprocal basis: shells of |G|^2 / |G_1|^2 = 1, 3, 4, 7, 9, 12 (6, 6, 6, 12, 6, 6 vectors),
+    every exp(i G . L) = 1."""
+    cell = moire.from_config(moire.MoireConfig(sites=9, n_electrons=6)).cell
+    G, shell = slater.reciprocal_shells(cell, 6)
+    B = 2 * np.pi * np.linalg.inv(cell).T
+    all_G = np.array([a * B[0] + b * B[1] for a in range(-9, 10) for b in range(-9, 10)])
+    norm2 = np.round(np.sum(all_G**2, axis=1) / np.min(np.sum(G**2, axis=1)), 9)
+    for s, (ratio, count) in enumerate(zip((1, 3, 4, 7, 9, 12), (6, 6, 6, 12, 6, 6))):
+        assert np.sum(norm2 == ratio) == count == np.sum(shell == s)
+        np.testing.assert_allclose(np.sum(G[shell == s]**2, axis=1) / np.sum(G[0]**2), ratio)
+    np.testing.assert_allclose(np.exp(1j * G @ cell.T), 1.0, atol=1e-12)
+
+
+@pytest.mark.parametrize("polarized", [True, False])
+def test_plane_wave_jastrow_is_the_pair_sum_and_starts_at_zero(polarized):
+    """log psi with jastrow_shells = 3 minus log psi without equals the direct double sum over
+    pairs and G of a_{spins, shell} cos(G . r_ij); at initialization a = 0 and psi is unchanged;
+    psi stays periodic."""
+    system, logpsi_plain = _model(polarized, jastrow=True)
+    model = slater.from_config(slater.SlaterConfig(g_max=1.5, jastrow=True, jastrow_shells=3),
+                               system)
+    params = dict(model.init(jax.random.PRNGKey(0), jnp.ones((1, 4, 2)))["params"])
+    x = jax.random.uniform(jax.random.PRNGKey(4), (5, 4, 2)) * 2.0
+    np.testing.assert_array_equal(params["jastrow_plane_waves"], np.zeros((2, 3)))
+    np.testing.assert_allclose(model.apply({"params": params}, x), logpsi_plain(x), rtol=1e-14)
+    a = np.array([[0.3, -0.2, 0.1], [-0.4, 0.25, 0.05]])
+    params["jastrow_plane_waves"] = jnp.asarray(a)
+    G, shell = slater.reciprocal_shells(system.cell, 3)
+    n_up = 4 if polarized else 2
+    direct = np.zeros(5)
+    for i in range(4):
+        for j in range(i + 1, 4):
+            channel = 0 if (i < n_up) == (j < n_up) else 1
+            r = np.asarray(x[:, i] - x[:, j])
+            direct += np.cos(r @ G.T) @ a[channel, shell]
+    got = model.apply({"params": params}, x)
+    np.testing.assert_allclose(got - logpsi_plain(x), direct, rtol=1e-12, atol=1e-12)
+    moved = model.apply({"params": params}, x.at[:, 1].add(jnp.asarray(system.cell[0])))
+    np.testing.assert_allclose(moved.real, got.real, rtol=1e-10)
+
+
+def test_plane_wave_jastrow_needs_the_jastrow():
+    text = """
+[system]
+type = "moire"
+sites = 3
+n_electrons = 2
+[model]
+type = "slater"
+g_max = 1.0
+jastrow_shells = 2
+[sampler]
+type = "gaussian"
+[optimizer]
+type = "minsr"
+[run]
+steps = 1
+"""
+    with pytest.raises(C.InputError, match="model.jastrow_shells = 2 needs model.jastrow = true"):
+        C.loads(text)
+
+
 def test_basis_is_the_hartree_fock_basis():
     params = moire.from_config(moire.MoireConfig(sites=27, n_electrons=18)).params
     for g_max in (1.0, 3.0):

@@ -51,7 +51,8 @@ Wave function and log space:
     psi = exp(J) sum_k det[phi^{k,up}] det[phi^{k,down}]   (block-diagonal per spin),
 
 log det by the LU of :func:`hpcvmc.logdet.log_det` (complex logarithms, phase kept) and
-a log-sum-exp over k. J is the two-body Jastrow of slater.py (2D cusps U, U/3; optional). The
+a log-sum-exp over k. J is the two-body Jastrow of slater.py (2D cusps U, U/3; optional), with
+its plane-wave terms when ``jastrow_shells`` > 0. The
 output is complex128 log psi; ``dtype = "float32"`` computes the network in float32 while the
 parameters stay float64.
 """
@@ -68,7 +69,9 @@ import numpy as np
 
 from hpcvmc.config import DTYPES, InputError, option
 from hpcvmc.logdet import log_det, log_sum_exp
-from hpcvmc.models.slater import Orbitals, check_plane_wave_basis, initial_orbitals, two_body_jastrow
+from hpcvmc.models.slater import (JASTROW_SHELLS_DOC, Orbitals, check_jastrow_shells,
+                                  check_plane_wave_basis, initial_orbitals, plane_wave_jastrow,
+                                  two_body_jastrow)
 from hpcvmc.registry import Component, register
 from hpcvmc.systems.moire_lattice import potential_wave_vectors
 
@@ -159,6 +162,7 @@ class Psiformer(nn.Module):
         n_determinants: K.
         envelope: initial plane-wave envelope coefficients (``Orbitals``), or None for chi = 1.
         jastrow: include the two-body Jastrow of slater.py.
+        jastrow_shells: shells S of the plane-wave Jastrow term of slater.py (0: none).
         moire_harmonics: add the moire-scale input features (``features = "moire"``).
         head_noise: standard deviation of a^k_j(h) - 1 at initialization.
         U: Coulomb strength a_M / a_B* (fixes the Jastrow cusps).
@@ -174,6 +178,7 @@ class Psiformer(nn.Module):
     n_determinants: int = 1
     envelope: Orbitals | None = None
     jastrow: bool = True
+    jastrow_shells: int = 0
     moire_harmonics: bool = False
     head_noise: float = HEAD_NOISE
     U: float = 0.0
@@ -223,6 +228,9 @@ class Psiformer(nn.Module):
         log_psi = log_sum_exp(log_dets)
         if self.jastrow:
             log_psi = log_psi + two_body_jastrow(self, x, self.n_up, self.cell, self.U)
+        if self.jastrow_shells:
+            log_psi = log_psi + plane_wave_jastrow(self, x, self.n_up, self.cell,
+                                                   self.jastrow_shells)
         return log_psi
 
 
@@ -235,6 +243,7 @@ def from_config(cfg: Any, system: Any) -> Psiformer:
     return Psiformer(cell=params.cell, n_up=system.n_up, n_down=system.n_electrons - system.n_up,
                      n_layers=cfg.n_layers, n_heads=cfg.n_heads, width=cfg.width,
                      n_determinants=cfg.n_determinants, envelope=envelope, jastrow=cfg.jastrow,
+                     jastrow_shells=cfg.jastrow_shells,
                      moire_harmonics=cfg.features == "moire", head_noise=cfg.head_noise,
                      U=params.U, dtype=jnp.dtype(cfg.dtype))
 
@@ -273,6 +282,7 @@ class PsiformerConfig:
     jastrow: bool = option(
         True, "Two-body Jastrow u(d) = c d/(1 + b d) with the 2D cusps (as model.type = 'slater').",
     )
+    jastrow_shells: int = option(0, JASTROW_SHELLS_DOC, minimum=0, hashed_when_set=True)
     head_noise: float = option(
         HEAD_NOISE, "Standard deviation of the orbital head's factor a(h) - 1 at initialization: "
         "small starts at the HF (or band) determinant with the attention nearly switched off.",
@@ -306,6 +316,7 @@ class PsiformerConfig:
         if self.init == "hf" and not cfg.system.spin_polarized:
             raise InputError("model.init = 'hf' needs system.spin_polarized = true "
                              "(the Hartree-Fock reference is spin-polarized only)")
+        check_jastrow_shells(self.jastrow, self.jastrow_shells)
 
 
 register(Component("model", "psiformer", PsiformerConfig, from_config))

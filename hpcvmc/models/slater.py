@@ -40,6 +40,18 @@ values are twice and 4/3 times larger.) The determinant supplies the factor r^l 
 linearly when two equal spins meet), the Jastrow the cusp. Without the Jastrow the local energy
 diverges as U / r where two electrons meet: for equal spins (|psi|^2 ~ r^2) the variance stays
 finite; for opposite spins (|psi|^2 ~ const) the variance diverges logarithmically in 2D.
+
+Plane-wave Jastrow terms (optional, ``jastrow_shells`` = S > 0): J gains
+
+    J_p = sum_{i<j} sum_{s=1..S} a_{c_ij, s} sum_{G in shell s} cos(G . (r_i - r_j)),
+
+G != 0 over the S shortest shells of supercell reciprocal vectors (:func:`reciprocal_shells`),
+c_ij = equal or opposite spins, a learnable and 0 at the start. The terms are smooth and even
+in r_i - r_j, so the cusps stay those of u; they give the pair correlation a free shape on the
+scales 2 pi / |G| of the cell (the "p" term of periodic Jastrow factors in quantum Monte Carlo).
+On the triangular supercells the shells hold 6, 6, 6, 12, 6, 6, 12, 6, ... vectors with
+|G|^2 / |G_1|^2 = 1, 3, 4, 7, 9, 12, 13, 16, ...; on the 3 x 3 cell of 9 sites the moire
+vectors g_n are shell 5 (|g_1| = 3 |G_1|).
 """
 
 from __future__ import annotations
@@ -57,7 +69,8 @@ from hpcvmc.config import InputError, option
 from hpcvmc.logdet import log_det, log_sum_exp
 from hpcvmc.reference import hf, hf_search
 from hpcvmc.registry import Component, register
-from hpcvmc.systems.moire_lattice import MoireParameters, supercell_plane_waves, supercell_reciprocal
+from hpcvmc.systems.moire_lattice import (MoireParameters, lattice_shell, supercell_plane_waves,
+                                          supercell_reciprocal)
 
 @dataclass(frozen=True, eq=False)
 class Orbitals:
@@ -191,6 +204,69 @@ def periodic_distance(r: jax.Array, cell: np.ndarray) -> jax.Array:
     return jnp.sqrt(quad) / (2.0 * jnp.pi)
 
 
+def reciprocal_shells(cell: np.ndarray, n_shells: int) -> tuple[np.ndarray, np.ndarray]:
+    """The supercell reciprocal vectors G != 0 of the ``n_shells`` smallest lengths |G|.
+
+    G = n_1 B_1 + n_2 B_2 with B = 2 pi (L^{-1})^T, so G . L_a is in 2 pi Z and exp(i G . r)
+    is periodic on the supercell torus. A shell holds every G of one length (all of them: a
+    shell is invariant under the lattice's point group).
+
+    Args:
+        cell: supercell vectors, shape (2, 2), rows L_1, L_2, in a_M.
+        n_shells: number of shells S (>= 1).
+
+    Returns:
+        (G, shell): G of shape (n_G, 2) in 1/a_M, ordered by length; shell index 0..S-1 of each.
+    """
+    basis = 2.0 * np.pi * np.linalg.inv(cell).T
+    cutoff = float(np.min(np.linalg.norm(basis, axis=1)))
+    while True:
+        G = lattice_shell(basis, cutoff)[1:] @ basis  # the zero vector comes first
+        norm = np.linalg.norm(G, axis=1)
+        lengths, shell = np.unique(np.round(norm / norm[0], 8), return_inverse=True)
+        if len(lengths) >= n_shells:  # every G of length <= cutoff is in G: shells are whole
+            keep = shell < n_shells
+            return G[keep], shell[keep]
+        cutoff *= 1.5
+
+
+def plane_wave_jastrow(module: nn.Module, x: jax.Array, n_up: int, cell: np.ndarray,
+                       n_shells: int) -> jax.Array:
+    """J_p = sum_{i<j} sum_s a_{c_ij, s} sum_{G in shell s} cos(G . (r_i - r_j)).
+
+    The plane-wave ("p") term of periodic Jastrow factors: smooth, even and periodic in every
+    pair separation, so it leaves the cusps of :func:`two_body_jastrow` unchanged and adds the
+    pair correlation on the scale of the cell (shell s of :func:`reciprocal_shells`, wavelength
+    2 pi / |G_s|). The coefficients a (parameter ``jastrow_plane_waves``, shape (2, S), rows
+    c = 0 for equal spins and c = 1 for opposite spins) start at 0: J_p = 0 at initialization.
+    Call it from inside the ``nn.compact`` method of ``module``.
+
+    Args:
+        module: the flax module that owns the parameter.
+        x: positions, shape (batch, N, 2), in a_M; electrons 0..n_up-1 are spin up.
+        n_up: number of spin-up electrons.
+        cell: supercell vectors, shape (2, 2), rows L_1, L_2, in a_M.
+        n_shells: number of shells S.
+
+    Returns:
+        J_p, dimensionless, shape (batch,).
+    """
+    G, shell = reciprocal_shells(cell, n_shells)
+    n = x.shape[1]
+    i, j = np.triu_indices(n, k=1)
+    channel = np.where((i < n_up) == (j < n_up), 0, 1)
+    a = module.param("jastrow_plane_waves", nn.initializers.zeros, (2, n_shells))
+    cosines = jnp.cos((x[:, i] - x[:, j]) @ jnp.asarray(G.T, x.dtype))  # (batch, pairs, n_G)
+    per_shell = cosines @ jnp.asarray(np.eye(n_shells)[shell], x.dtype)  # (batch, pairs, S)
+    return jnp.sum(per_shell * a[channel].astype(x.dtype), axis=(1, 2))
+
+
+JASTROW_SHELLS_DOC = (
+    "Plane-wave Jastrow terms: sum over pairs of a_s sum_{G in shell s} cos(G . r_ij) for the "
+    "shortest shells s of supercell reciprocal vectors G, learnable a_s per spin channel "
+    "starting at 0 (needs model.jastrow = true); 0: none.")
+
+
 def two_body_jastrow(module: nn.Module, x: jax.Array, n_up: int, cell: np.ndarray,
                      U: float) -> jax.Array:
     """J = sum_{i<j} c_{ij} d_ij / (1 + b_{ij} d_ij) with the 2D cusps (module docstring).
@@ -232,6 +308,7 @@ class Slater(nn.Module):
             deviation init_noise / sqrt(n_Q) at initialization (the noise of one orbital has norm
             ~ init_noise relative to the unit-norm orbital).
         jastrow: include the two-body Jastrow factor.
+        jastrow_shells: shells S of the plane-wave Jastrow term (0: none).
         U: Coulomb strength (a_M / a_B*): fixes the cusps c = U (opposite), U / 3 (same spin).
     """
 
@@ -240,6 +317,7 @@ class Slater(nn.Module):
     n_determinants: int = 1
     init_noise: float = 0.0
     jastrow: bool = False
+    jastrow_shells: int = 0
     U: float = 0.0
 
     def _coefficients(self, spin: str) -> jax.Array:
@@ -282,6 +360,8 @@ class Slater(nn.Module):
             log_psi = log_sum_exp(log_dets + jnp.log(jax.lax.complex(w_re, w_im)))
         if self.jastrow:
             log_psi = log_psi + two_body_jastrow(self, x, n_up, self.cell, self.U)
+        if self.jastrow_shells:
+            log_psi = log_psi + plane_wave_jastrow(self, x, n_up, self.cell, self.jastrow_shells)
         return log_psi
 
 
@@ -324,7 +404,8 @@ def from_config(cfg: Any, system: Any) -> Slater:
     params = system.params
     orbitals = initial_orbitals(params, cfg.g_max, cfg.init)
     return Slater(orbitals=orbitals, cell=params.cell, n_determinants=cfg.n_determinants,
-                  init_noise=cfg.init_noise, jastrow=cfg.jastrow, U=params.U)
+                  init_noise=cfg.init_noise, jastrow=cfg.jastrow,
+                  jastrow_shells=cfg.jastrow_shells, U=params.U)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -356,6 +437,7 @@ class SlaterConfig:
         False, "Two-body Jastrow u(d) = c d/(1 + b d) with the 2D cusps c = U (opposite spins), U/3 "
         "(equal spins) and a periodic distance d.",
     )
+    jastrow_shells: int = option(0, JASTROW_SHELLS_DOC, minimum=0, hashed_when_set=True)
 
     requires: ClassVar[frozenset[str]] = frozenset({"moire"})
 
@@ -370,6 +452,14 @@ class SlaterConfig:
         if self.init == "hf" and not cfg.system.spin_polarized:
             raise InputError("model.init = 'hf' needs system.spin_polarized = true "
                              "(the Hartree-Fock reference is spin-polarized only)")
+        check_jastrow_shells(self.jastrow, self.jastrow_shells)
+
+
+def check_jastrow_shells(jastrow: bool, jastrow_shells: int) -> None:
+    """``model.jastrow_shells`` > 0 extends the two-body Jastrow: it needs ``model.jastrow``."""
+    if jastrow_shells and not jastrow:
+        raise InputError(f"model.jastrow_shells = {jastrow_shells} needs model.jastrow = true "
+                         "(the plane-wave terms extend the two-body Jastrow)")
 
 
 def check_plane_wave_basis(system: Any, g_max: float) -> None:
