@@ -17,11 +17,12 @@ bits that the level moves; the one check of exact bits, the float64 path of
 default level's when recorded).
 
 README's test command shares the files between two pytest workers (pytest-xdist,
-``-n 2 --dist loadfile``), which take the files in collection order. The files whose tests
-launch whole jobs (mpirun, sbatch, the GPU check script) take minutes each, so they are
-collected first, to run beside the many short files instead of alone at the end. Measured:
-test_mpi.py no longer ends the run (CI 1377 -> 1166 s), but in two later runs the Slurm file
-still ran in the last minutes, so the scheduler does not follow this order for every file.
+``-n 2 --dist loadfile --no-loadscope-reorder``), which take the files in collection order. The
+files whose tests launch whole jobs (mpirun, sbatch, the GPU check script) take minutes each, so
+they are collected first, to run beside the many short files instead of alone at the end.
+Without ``--no-loadscope-reorder`` pytest-xdist (3.x) reorders the files by their number of
+tests, largest first, which puts exactly these files (1 to 7 tests each) last: the GPU check and
+Slurm files then ran side by side in the last minutes of the CI.
 """
 
 import atexit

@@ -2,10 +2,11 @@
 
 Checks: (1) the float64 path equals, bit for bit, the numbers recorded (local energies on fixed
 random configurations and one full optimizer step; at the default optimization level they were
-those of main before the compute dtype was split from the parameter dtype); (2) float32 local energies agree with float64 to 1e-5 relative on
-random configurations for the 6 x 6 ViT of the jobs (both attention kinds) and the 9-site
-Psiformer; (3) with ``model.dtype = "float32"`` a run keeps parameters, optimizer state and the
-Jacobian in float64 and checkpoints them so; (4) an old checkpoint with float32 leaves resumes.
+those of main before the compute dtype was split from the parameter dtype); (2) float32 local
+energies agree with float64 to 1e-5 relative on random configurations for the 6 x 6 ViT of the
+jobs (both attention kinds) and the 9-site Psiformer; (3) with ``model.dtype = "float32"`` a
+run keeps parameters, optimizer state and the Jacobian in float64 and checkpoints them so;
+(4) an old checkpoint with float32 leaves resumes.
 """
 
 import hashlib
@@ -36,7 +37,7 @@ CASES = {
 # XLA's CPU backend (another CPU's vector width may move the last bits). Recorded at d00e88b,
 # whose numbers at XLA's default optimization level equalled, bit for bit, those recorded on
 # main at 921c8d1 before the compute dtype was split from the parameter dtype (this test then
-# ran them in a child process at the default level: 90 s of the CI, now 50 s in this process).
+# computed them in a child process at the default level, one of the slowest tests of the CI).
 REFERENCE = {
     "quickstart": (
         [-2.000617934348581 + 0.046151677389908496j, -7.9883669226794 + 0.18653224880611471j,
@@ -126,7 +127,8 @@ def test_float32_local_energies_match_float64_on_the_9site_psiformer() -> None:
     setup32 = _setup("jobs/psiformer_9sites_eps10.toml", small + ["model.dtype=float32"])
     params = dict(setup64.init_params())
     params["jastrow_plane_waves"] = 0.1 * jax.random.normal(jax.random.PRNGKey(1), (2, 3))
-    fractional = jax.random.uniform(jax.random.PRNGKey(2), (6,) + tuple(setup64.system.config_shape))
+    shape = (6,) + tuple(setup64.system.config_shape)
+    fractional = jax.random.uniform(jax.random.PRNGKey(2), shape)
     x = fractional @ jnp.asarray(setup64.system.cell)
     e64, e32 = (np.asarray(jax.jit(lambda p, y, s=s: s.system.local_energy(s.logpsi, p, y))(params, x))
                 for s in (setup64, setup32))
