@@ -1,6 +1,7 @@
 """Checkpoints: exact resume, atomic writes under kill -9, signals, validation on load."""
 
 import dataclasses
+import json
 import signal
 import subprocess
 import sys
@@ -8,11 +9,17 @@ import time
 from pathlib import Path
 
 import h5py
+import jax
 import numpy as np
 import pytest
 
 from hpcvmc import checkpoint as ckpt
+from hpcvmc import config as C
+from hpcvmc.build import build
 from hpcvmc.cli import main
+from hpcvmc.driver import fresh_state, prepare_output, save_checkpoint
+from hpcvmc.errors import InputError
+from hpcvmc.parallel import SERIAL
 from test_cli import history, tiny_input
 
 REPO = Path(__file__).parents[1]
@@ -204,15 +211,6 @@ def test_init_params_extends_a_model_with_new_parameters_at_their_initial_values
     """run.init_params from a Slater-Jastrow checkpoint into the same model with plane-wave
     Jastrow terms: every stored parameter is taken, the new one keeps its initial zeros and is
     named; a stored parameter that the model lacks is refused (the reverse direction)."""
-    import json
-
-    import jax
-
-    from hpcvmc import config as C
-    from hpcvmc.build import build
-    from hpcvmc.driver import fresh_state, prepare_output, save_checkpoint
-    from hpcvmc.errors import InputError
-    from hpcvmc.parallel import SERIAL
 
     def setup_of(name: str, *overrides: str):
         out = f"run.output={json.dumps(str(tmp_path / name))}"
