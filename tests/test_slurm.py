@@ -52,9 +52,13 @@ pytestmark = [
                        reason="the local Slurm cluster needs root (it starts munged and slurmd)"),
 ]
 
-# The tiny settings of every job: 2 ranks x 4 chains, 128 samples per step; the quickstart jobs
-# all run STEPS steps (the step count is compiled into the step, and the compilation is cached).
-TINY = ("--set", "sampler.n_samples=128", "--set", "sampler.n_chains=8")
+# The tiny settings of every job: 2 ranks x 4 chains, 128 samples per step, 10 burn-in sweeps;
+# the quickstart jobs also take a one-layer ViT without the final measurement (compiling the
+# step, the burn-in and the measurement is most of their CPU time) and all run STEPS steps (the
+# step count is compiled into the step, and the compilation is cached).
+TINY = ("--set", "sampler.n_samples=128", "--set", "sampler.n_chains=8",
+        "--set", "sampler.burn_in=10")
+QUICKSTART_TINY = (*TINY, "--set", "model.n_layers=1", "--set", "run.measure_steps=0")
 STEPS = 16
 FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
                 "BOOT_FAIL", "DEADLINE", "PREEMPTED"}
@@ -173,29 +177,36 @@ def test_usr1_checkpoints_requeues_and_resumes(slurm_env, tmp_path):
     job_input = tmp_path / "input.toml"
     shutil.copy(QUICKSTART, job_input)
     args = ("--set", f"run.steps={steps}", "--set",
-            "run.checkpoint_every=100", *TINY)
+            "run.checkpoint_every=100", *QUICKSTART_TINY)
     out, log = tmp_path / "requeued", tmp_path / "job.out"
     job = sbatch(slurm_env, tmp_path, "--ntasks=2", f"--output={log}", RUN_SBATCH,
                  str(job_input), *args, "--set", f"run.output={out}")
-    # The reference: the same run, uninterrupted, on 2 ranks, outside Slurm (meanwhile).
-    ref_out = tmp_path / "reference"
-    reference = subprocess.Popen(
-        [MPIRUN, "-n", "2", str(BIN / "hpcvmc"), "run", QUICKSTART, *args,
-         "--set", f"run.output={ref_out}"],
-        cwd=REPO, env=_clean_env(JAX_COMPILATION_CACHE_DIR=slurm_env["JAX_COMPILATION_CACHE_DIR"]),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        # Signal once a few steps are done, so that it lands mid-run.
+    ref_out, reference = tmp_path / "reference", None
+
+    def wait_for_step(k: int) -> None:
         deadline = time.monotonic() + 180
-        while not ((out / "history.csv").exists() and len(history_steps(out)) >= 3):
+        while not ((out / "history.csv").exists() and len(history_steps(out)) >= k):
             assert time.monotonic() < deadline, f"no progress\n{read_logs([log])}"
             time.sleep(0.2)
+
+    try:
+        # The reference: the same run, uninterrupted, on 2 ranks, outside Slurm, started once the
+        # job has compiled its programs (step 1 done), so that it finds them in the cache.
+        wait_for_step(1)
+        cache = slurm_env["JAX_COMPILATION_CACHE_DIR"]
+        reference = subprocess.Popen(
+            [MPIRUN, "-n", "2", str(BIN / "hpcvmc"), "run", QUICKSTART, *args,
+             "--set", f"run.output={ref_out}"],
+            cwd=REPO, env=_clean_env(JAX_COMPILATION_CACHE_DIR=cache), stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True)
+        # Signal once a few steps are done, so that it lands mid-run.
+        wait_for_step(3)
         subprocess.run(["scancel", "--batch", "--signal=USR1", job], env=slurm_env, check=True)
         job_input.write_text("this is not an input file\n")
         (record,) = wait_for_jobs(slurm_env, job, [log], timeout=300)
         ref_output, _ = reference.communicate(timeout=300)
     finally:
-        if reference.poll() is None:
+        if reference is not None and reference.poll() is None:
             reference.kill()
     text = read_logs([log])
     assert reference.returncode == 0, ref_output
