@@ -21,7 +21,6 @@ epsilon = 10.0
 [model]
 type = "slater"
 g_max = 1.0
-jastrow = true
 [sampler]
 type = "gaussian"
 n_chains = 8
@@ -43,7 +42,8 @@ def test_moire_steps_and_observables_equal_a_single_process(comm):
     One model stands for all: a model has no communication (a walker's log psi depends on that
     walker alone, which tests/test_continuum_sampling.py checks for the chains), so what the rank
     count can change is the sampler, the local energy, the update and the observables, the same
-    for the Psiformer as for the Slater-Jastrow model used here.
+    for the Psiformer as for the Slater determinant used here (without a Jastrow factor, which
+    costs compile time and adds no communication).
     """
     cfg = C.loads(TINY)
 
