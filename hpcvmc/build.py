@@ -8,7 +8,9 @@ optimizer.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import flax.linen as nn
@@ -62,7 +64,12 @@ class Setup:
         """
         key = jax.random.fold_in(jax.random.PRNGKey(self.config.run.seed), PURPOSE_PARAMS)
         dummy = jnp.ones((1,) + tuple(self.system.config_shape))
-        return jax.jit(self.model.init)(key, dummy)["params"]
+        return self._compiled_init(key, dummy)["params"]
+
+    @cached_property
+    def _compiled_init(self) -> Callable[..., Any]:
+        """model.init, jitted once per Setup (a later init_params call skips the tracing)."""
+        return jax.jit(self.model.init)
 
 
 def system_and_model(config: C.Config) -> tuple[System, nn.Module]:
