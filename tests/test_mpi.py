@@ -71,61 +71,74 @@ def test_failing_rank_brings_the_job_down():
     assert "rank 1 fails" in proc.stderr
 
 
-def test_elastic_resume_across_rank_counts(tmp_path):
-    """`hpcvmc run` written on 2 ranks, resumed on 1 (and the reverse): continuous history equal
-    to the uninterrupted run on 1 rank to 1e-8 (same chain count), so steps on 2 ranks equal
-    steps on 1."""
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory) -> Path:
+    """The tiny RBM run of tests/test_cli.py (constant learning rate and shift) under mpirun:
+    "straight", 4 steps on 1 rank; "two_then_one", 2 steps on 2 ranks resumed to 4 on 1 rank;
+    "one_then_two", the reverse. The folder holding the three run folders; the tests below
+    share these five launches."""
     from test_cli import tiny_input
 
+    folder = tmp_path_factory.mktemp("tiny_runs")
+
     def run(n: int, name: str, steps: int) -> None:
-        hpcvmc_on(n, "run", str(tiny_input(tmp_path, name)), "--set", f"run.steps={steps}")
+        hpcvmc_on(n, "run", str(tiny_input(folder, name)), "--set", f"run.steps={steps}")
 
     run(1, "straight", 4)
     run(2, "two_then_one", 2)
     run(1, "two_then_one", 4)
     run(1, "one_then_two", 2)
     run(2, "one_then_two", 4)
-    straight = np.genfromtxt(tmp_path / "straight" / "history.csv", delimiter=",", names=True)
+    return folder
+
+
+def history(run_dir: Path) -> np.ndarray:
+    return np.genfromtxt(run_dir / "history.csv", delimiter=",", names=True)
+
+
+def test_elastic_resume_across_rank_counts(tiny_runs):
+    """`hpcvmc run` written on 2 ranks, resumed on 1 (and the reverse): continuous history equal
+    to the uninterrupted run on 1 rank to 1e-8 (same chain count), so steps on 2 ranks equal
+    steps on 1."""
+    straight = history(tiny_runs / "straight")
     for name in ("two_then_one", "one_then_two"):
-        h = np.genfromtxt(tmp_path / name / "history.csv", delimiter=",", names=True)
+        h = history(tiny_runs / name)
         np.testing.assert_array_equal(h["step"], [1, 2, 3, 4])
         for key in ("energy", "error", "variance", "acceptance", "update_norm"):
             np.testing.assert_allclose(h[key], straight[key], rtol=1e-8, err_msg=f"{name} {key}")
 
 
-def test_measure_command_on_two_ranks_equals_one_rank(tmp_path):
+def test_measure_command_on_two_ranks_equals_one_rank(tiny_runs, tmp_path):
     """`hpcvmc measure` of the same run folder under mpirun -n 1 and -n 2: the same final.json
     energy, error and variance to 1e-8 (the chains are redistributed, their streams are not)."""
     import json
 
-    from test_cli import tiny_input
-
-    hpcvmc_on(1, "run", str(tiny_input(tmp_path)), "--set", "run.measure_steps=0")
     energies = []
     for n in (1, 2):
-        folder = shutil.copytree(tmp_path / "run", tmp_path / f"measured_on_{n}")
+        folder = shutil.copytree(tiny_runs / "straight", tmp_path / f"measured_on_{n}")
         hpcvmc_on(n, "measure", str(folder), "--steps", "3")
         energies.append(json.loads((folder / "final.json").read_text())["energy"])
     for key in ("mean", "error", "variance"):
         np.testing.assert_allclose(energies[1][key], energies[0][key], rtol=1e-8, err_msg=key)
 
 
-def test_init_params_on_two_ranks_equals_one_rank(tmp_path):
+def test_init_params_on_two_ranks_equals_one_rank(tiny_runs, tmp_path):
     """run.init_params under mpirun -n 2 (every rank reads the source checkpoint, written by 2
-    ranks): the same history as on 1 rank to 1e-8, and not the history of a fresh start."""
+    ranks: "one_then_two"): the same 2-step history as on 1 rank to 1e-8, and not the history of
+    a fresh start (the first two steps of "straight": same seed, constant schedules)."""
     import json
 
     from test_cli import tiny_input
 
-    def run(n: int, name: str, *overrides: str) -> np.ndarray:
-        path = tiny_input(tmp_path, name, **{"steps = 4": "steps = 2"})
-        hpcvmc_on(n, "run", str(path), *[arg for o in overrides for arg in ("--set", o)])
-        return np.genfromtxt(tmp_path / name / "history.csv", delimiter=",", names=True)
+    init = f"run.init_params={json.dumps(str(tiny_runs / 'one_then_two'))}"
 
-    run(2, "source")
-    init = f"run.init_params={json.dumps(str(tmp_path / 'source'))}"
-    one, two = run(1, "tuned_on_1", init), run(2, "tuned_on_2", init)
-    fresh = run(1, "fresh")
+    def run(n: int, name: str) -> np.ndarray:
+        path = tiny_input(tmp_path, name, **{"steps = 4": "steps = 2"})
+        hpcvmc_on(n, "run", str(path), "--set", init)
+        return history(tmp_path / name)
+
+    one, two = run(1, "tuned_on_1"), run(2, "tuned_on_2")
+    fresh = history(tiny_runs / "straight")[:2]
     for key in ("energy", "variance", "acceptance", "update_norm"):
         np.testing.assert_allclose(two[key], one[key], rtol=1e-8, err_msg=key)
     assert not np.allclose(one["energy"], fresh["energy"], rtol=1e-6)
@@ -143,7 +156,7 @@ def test_netket_bridge_run_resumes_across_rank_counts(tmp_path):
         overrides = small + [f"run.steps={steps}", f"run.output={tmp_path / name}"]
         hpcvmc_on(n, "run", "examples/heisenberg_triangular/input.toml",
                   *[arg for o in overrides for arg in ("--set", o)])
-        return np.genfromtxt(tmp_path / name / "history.csv", delimiter=",", names=True)
+        return history(tmp_path / name)
 
     straight = run(1, "straight", 4)
     run(2, "two_then_one", 2)
