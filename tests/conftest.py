@@ -6,7 +6,14 @@ The cache folder is made once per session and handed to every process the tests 
 (``hpcvmc`` subprocesses, ``mpirun`` ranks) through ``JAX_COMPILATION_CACHE_DIR``: the many
 short runs of the same small models compile each program once instead of once per process
 (a 2-step quickstart run: 56 s of CPU without the cache, 20 s with it). Compiled programs are
-the same either way, so no number changes.
+the same either way, so no number changes. Launched processes store every program (their
+small ones too, ``JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0``: each launch reuses those of the
+launches before it); the test processes themselves store only programs that took
+``IN_PROCESS_MIN_COMPILE_SECONDS`` or more to compile: their op-by-op dispatch compiles
+thousands of tiny programs (5,592 compilations in the in-process files, most of them taking
+hundredths of a second), whose writes and look-ups cost more than they save (test_vit,
+test_ewald, test_psiformer and test_laplacian on two workers, quiet machine, four runs one after
+the other: 154 and 156 s storing every program, 144 and 137 s with the 1 s threshold).
 
 Every test process, and every process the tests launch, compiles with XLA's back-end
 optimization level 0 (``UNOPTIMIZED_BACKEND``): about 40 % less compile time, which is most of
@@ -45,7 +52,9 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import jax  # noqa: E402  (after the BLAS setting, which is read when numpy loads)
 
+IN_PROCESS_MIN_COMPILE_SECONDS = 1.0
 jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", IN_PROCESS_MIN_COMPILE_SECONDS)
 
 
 LONG_FILES = ("test_mpi.py", "test_slurm.py", "test_gpu_check.py")
