@@ -31,6 +31,7 @@ while [ $# -gt 0 ]; do
 done
 case $platform in cpu|gpu) ;; *) echo "gpu_check: --platform must be cpu or gpu" >&2; exit 2 ;; esac
 start=$(date +%s)
+timed_jobs=(jobs/vit_6x6_factored.toml jobs/vit_10x10_published.toml jobs/psiformer_27sites_eps10.toml)
 export OPENBLAS_NUM_THREADS=1 PYTHONPATH=$repo
 py=$repo/.venv/bin/python
 
@@ -48,9 +49,7 @@ if [ "$platform" = gpu ]; then
     tests=(tests/test_parallel.py tests/test_jacobian.py tests/test_minsr.py tests/test_mixed_precision.py)
     pytest_k=()
     timed=()
-    for job in jobs/vit_6x6_factored.toml jobs/vit_10x10_published.toml jobs/psiformer_27sites_eps10.toml; do
-        timed+=("$job float64" "$job float32")
-    done
+    for job in "${timed_jobs[@]}"; do timed+=("$job float64" "$job float32"); done
     sizes=(--set system.chunk_size=16384 --set optimizer.chunk_size=1024 --set sampler.burn_in=20)
     psi_sizes=(--set sampler.burn_in=20 --set model.init=bands)
 else
@@ -58,8 +57,8 @@ else
     threads=1
     tests=(tests/test_parallel.py)
     pytest_k=(-k bind)
-    timed=("jobs/vit_6x6_factored.toml float64" "jobs/vit_6x6_factored.toml float32"
-           "jobs/vit_10x10_published.toml float32" "jobs/psiformer_27sites_eps10.toml float32")
+    timed=("${timed_jobs[0]} float64" "${timed_jobs[0]} float32" "${timed_jobs[1]} float32"
+           "${timed_jobs[2]} float32")
     tiny=(--set sampler.n_chains=2 --set sampler.n_samples=4 --set sampler.burn_in=1)
     sizes=("${tiny[@]}" --set model.n_layers=1 --set model.d_model=8 --set model.n_heads=2
            --set optimizer.chunk_size=4)
