@@ -13,7 +13,9 @@ launches before it); the test processes themselves store only programs that took
 thousands of tiny programs (5,592 compilations in the in-process files, most of them taking
 hundredths of a second), whose writes and look-ups cost more than they save (test_vit,
 test_ewald, test_psiformer and test_laplacian on two workers, quiet machine, four runs one after
-the other: 154 and 156 s storing every program, 144 and 137 s with the 1 s threshold).
+the other: 154 and 156 s storing every program, 144 and 137 s with the 1 s threshold; on
+test_deduplication, test_cli, test_sampling and test_vs_netket no difference beyond the noise:
+196 and 165 s against 181 and 178 s).
 
 Every test process, and every process the tests launch, compiles with XLA's back-end
 optimization level 0 (``UNOPTIMIZED_BACKEND``): about 40 % less compile time, which is most of
