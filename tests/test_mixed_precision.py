@@ -33,29 +33,59 @@ CASES = {
     "vit6_standard": ("jobs/vit_6x6_standard.toml", SMALL_CHAINS + SMALL_VIT),
 }
 # The first four local energies, the step's energy and the SHA-256 of the updated parameter
-# vector, as the tests compile (conftest.UNOPTIMIZED_BACKEND), on this project's x86-64 CPU with
-# XLA's CPU backend (another CPU's vector width may move the last bits). Recorded at d00e88b,
+# vector, as the tests compile (conftest.UNOPTIMIZED_BACKEND), with XLA's CPU backend: one
+# recorded pattern per CPU on which the same code has run, since XLA compiles for the host's
+# vector width and another CPU moves the last bits (~1e-15 relative) while any change of the
+# float64 path moves them on every CPU. The first pattern of each case was recorded at d00e88b,
 # whose numbers at XLA's default optimization level equalled, bit for bit, those recorded on
 # main at 921c8d1 before the compute dtype was split from the parameter dtype (this test then
-# computed them in a child process at the default level, one of the slowest tests of the CI).
-# vit6_factored re-recorded when Setup.init_params became one compiled program: its initial
-# parameters moved in the last bits (quickstart's and vit6_standard's did not).
-REFERENCE = {
+# computed them in a child process at the default level, one of the slowest tests of the CI);
+# vit6_factored re-recorded when Setup.init_params became one compiled program (its initial
+# parameters moved in the last bits; quickstart's and vit6_standard's did not). The second was
+# recorded at 4506c5f on an AMD EPYC with AVX-512 (cpu family 26), where the first failed by
+# ~1e-15 with the code that matched it on the CI machine. On a new CPU the test fails: record
+# its numbers (float64_numbers) after checking they agree with the first pattern to ~1e-14.
+REFERENCES = {
     "quickstart": (
-        [-2.000617934348581 + 0.046151677389908496j, -7.9883669226794 + 0.18653224880611471j,
-         -1.98500090221438 - 0.20294145667377353j, -3.9970736893111916 - 0.06219435771183102j],
-        -5.869426924774773 + 0.026551183879508243j,
-        "b15fa8d740cbbf3e736b4d5d1e2895ee7fac938406da8b959ba32805f6c9867e",
+        (
+            [-2.000617934348581 + 0.046151677389908496j, -7.9883669226794 + 0.18653224880611471j,
+             -1.98500090221438 - 0.20294145667377353j, -3.9970736893111916 - 0.06219435771183102j],
+            -5.869426924774773 + 0.026551183879508243j,
+            "b15fa8d740cbbf3e736b4d5d1e2895ee7fac938406da8b959ba32805f6c9867e",
+        ),
+        (
+            [-2.000617934348581 + 0.04615167738990864j, -7.988366922679398 + 0.18653224880611566j,
+             -1.9850009022143804 - 0.20294145667377358j,
+             -3.9970736893111916 - 0.06219435771183066j],
+            -5.869426924774774 + 0.026551183879508305j,
+            "49ee8cabb4437afcaeadba9fb105cbfab3ce82fa9d2724031a4950576a3667dc",
+        ),
     ),
     "vit6_factored": (
-        [-6.999134376277991 + 0.04131343274104413j, -8.99962324423017 + 0.037830420400742144j,
-         -6.999783363441037 + 0.01051802000790901j, -6.999103934821624 + 0.07013064313965096j],
-        None, None,
+        (
+            [-6.999134376277991 + 0.04131343274104413j, -8.99962324423017 + 0.037830420400742144j,
+             -6.999783363441037 + 0.01051802000790901j, -6.999103934821624 + 0.07013064313965096j],
+            None, None,
+        ),
+        (
+            [-6.999134376277991 + 0.041313432741044105j,
+             -8.999623244230174 + 0.037830420400742235j,
+             -6.9997833634410425 + 0.010518020007909145j,
+             -6.999103934821621 + 0.07013064313965109j],
+            None, None,
+        ),
     ),
     "vit6_standard": (
-        [-6.9983066673108185 - 0.006208750699693092j, -8.999126278140261 + 0.04197387111084252j,
-         -6.9994854117011 + 0.06396755639464091j, -7.000291102216164 - 0.05086304120164961j],
-        None, None,
+        (
+            [-6.9983066673108185 - 0.006208750699693092j, -8.999126278140261 + 0.04197387111084252j,
+             -6.9994854117011 + 0.06396755639464091j, -7.000291102216164 - 0.05086304120164961j],
+            None, None,
+        ),
+        (
+            [-6.998306667310822 - 0.00620875069969286j, -8.999126278140258 + 0.04197387111084227j,
+             -6.9994854117011 + 0.06396755639464081j, -7.000291102216166 - 0.050863041201649466j],
+            None, None,
+        ),
     ),
 }
 
@@ -98,9 +128,9 @@ def float64_numbers(case: str) -> tuple[list[complex], complex | None, str | Non
                            "runs this file on a GPU)")
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_float64_path_is_unchanged_bit_for_bit(case: str) -> None:
-    """REFERENCE to the last bit: local energies, and for the quickstart one step's energy and
-    updated parameters."""
-    assert float64_numbers(case) == REFERENCE[case]
+    """One of REFERENCES to the last bit: local energies, and for the quickstart one step's
+    energy and updated parameters."""
+    assert float64_numbers(case) in REFERENCES[case]
 
 
 @pytest.mark.parametrize("job", ["jobs/vit_6x6_factored.toml", "jobs/vit_6x6_standard.toml"])
