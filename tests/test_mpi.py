@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_cli import history, tiny_input
 
 REPO = Path(__file__).parents[1]
 MPIRUN = shutil.which("mpirun", path=str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"])
@@ -77,8 +78,6 @@ def tiny_runs(tmp_path_factory) -> Path:
     "straight", 4 steps on 1 rank; "two_then_one", 2 steps on 2 ranks resumed to 4 on 1 rank;
     "one_then_two", the reverse. The folder holding the three run folders; the tests below
     share these five launches."""
-    from test_cli import tiny_input
-
     folder = tmp_path_factory.mktemp("tiny_runs")
 
     def run(n: int, name: str, steps: int) -> None:
@@ -96,8 +95,6 @@ def test_elastic_resume_across_rank_counts(tiny_runs):
     """`hpcvmc run` written on 2 ranks, resumed on 1 (and the reverse): continuous history equal
     to the uninterrupted run on 1 rank to 1e-8 (same chain count), so steps on 2 ranks equal
     steps on 1."""
-    from test_cli import history
-
     straight = history(tiny_runs / "straight")
     for name in ("two_then_one", "one_then_two"):
         h = history(tiny_runs / name)
@@ -126,8 +123,6 @@ def test_init_params_on_two_ranks_equals_one_rank(tiny_runs, tmp_path):
     a fresh start (the first two steps of "straight": same seed, constant schedules)."""
     import json
 
-    from test_cli import history, tiny_input
-
     init = f"run.init_params={json.dumps(str(tiny_runs / 'one_then_two'))}"
 
     def run(n: int, name: str) -> np.ndarray:
@@ -146,8 +141,6 @@ def test_netket_bridge_run_resumes_across_rank_counts(tmp_path):
     """The NetKet bridge and a user flax module (examples/heisenberg_triangular): steps 1-2 on
     2 ranks, checkpointed, resumed on 1 rank to step 4, equal to an uninterrupted run on 1 rank
     to 1e-8 (constant learning rate and shift: their decays depend on run.steps)."""
-    from test_cli import history
-
     small = ["sampler.n_chains=8", "sampler.n_samples=64", "sampler.burn_in=5",
              "optimizer.learning_rate_final=0.02", "optimizer.diag_shift_final=1e-3",
              "run.measure_steps=0", "run.checkpoint_every=2"]
