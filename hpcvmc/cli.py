@@ -95,10 +95,11 @@ def _measure_exported(args: argparse.Namespace, path: Path) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """Write the input and the trained parameters of a run folder's newest checkpoint."""
+    """Write the input and the trained parameters of a run folder's newest checkpoint (or
+    rewrite an exported state of an older format version in this one)."""
     from hpcvmc.export import export
 
-    out, state = export(args.run_dir, args.out, force=args.force,
+    out, state = export(args.source, args.out, force=args.force,
                         warn=lambda line: print(line, file=sys.stderr))
     final = (f"; final {state.attrs['final_summary']}" if "final_summary" in state.attrs
              else "; no final measurement of this step")
@@ -460,7 +461,8 @@ def _parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_measure)
     q = sub.add_parser("export", help="input and trained parameters of a run folder's newest "
                        "checkpoint, as a small HDF5 file")
-    q.add_argument("run_dir")
+    q.add_argument("source", metavar="RUN_DIR", help="a run folder, or an exported state of an "
+                   "older format version to rewrite in this one")
     q.add_argument("out", metavar="OUT.h5")
     q.add_argument("--force", action="store_true", help="overwrite OUT.h5 if it exists")
     q.set_defaults(func=cmd_export)

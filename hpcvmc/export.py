@@ -6,19 +6,25 @@ measurement with the parameters fixed) and ``run.init_params = "OUT.h5"`` (fine-
 Chains, optimizer state and history are left out: the file is a wave function, not a resumable
 run.
 
-Layout (export format version 1), readable with plain h5py or h5dump:
+Layout (export format version 2), readable with plain h5py or h5dump:
 
 - ``/meta`` (attributes): ``export_format_version``, ``hpcvmc_version`` (the exporter),
   ``source_hpcvmc_version`` (the version that wrote the checkpoint), ``step`` (completed
   optimization steps of the parameters), ``physics_hash`` (SHA-256 of the run's [system] and
   [model], as in checkpoints), ``seed``, ``n_params``, ``source_run`` (the run folder as given),
-  ``checksum`` (SHA-256 over the ``/params`` datasets as in checkpoints: sorted path, dtype,
-  shape, bytes) and, when the run's ``final.json`` measured this very step, ``final_energy``,
+  ``checksum`` (SHA-256 over the parameter leaves as in checkpoints: sorted path, dtype, shape,
+  bytes) and, when the run's ``final.json`` measured this very step, ``final_energy``,
   ``final_error``, ``final_variance`` (totals in ``energy_unit``), ``final_n_samples``,
   ``final_measure_steps``, ``final_summary``; dataset ``/meta/input_toml`` holds the effective
   input of the run.
-- ``/params/...``: one dataset per parameter leaf, the pytree key path as the group path, exactly
-  as ``/params`` of a checkpoint (the bytes are the checkpoint's).
+- ``/params/values``: every parameter leaf raveled (C order) and concatenated in sorted key-path
+  order, one 1-D dataset of the leaves' common dtype (the checkpoint's bytes);
+  ``/params/layout``: a JSON string, the list of ``[key path, shape]`` in that order.
+
+Version 1 stored one dataset per leaf under ``/params`` (the checkpoint's layout); its HDF5
+object headers (~1 KB per leaf) made up a quarter of a file. It is still read, and
+``hpcvmc export OLD.h5 NEW.h5`` rewrites such a file in version 2 (parameters and provenance
+unchanged, the checksum included).
 
 There is no ``/meta/format_version``: a checkpoint reader refuses the file instead of taking it
 for a resumable state.
@@ -39,7 +45,7 @@ from hpcvmc.version import __version__
 from hpcvmc import checkpoint as ckpt
 from hpcvmc.config import InputError
 
-EXPORT_FORMAT_VERSION = 1
+EXPORT_FORMAT_VERSION = 2
 FINAL_KEYS = ("final_energy", "final_error", "final_variance", "final_n_samples",
               "final_measure_steps", "final_summary", "energy_unit")
 
@@ -89,26 +95,37 @@ def _final_attrs(run_dir: Path, step: int) -> dict[str, Any]:
     }
 
 
-def export(run_dir: str | Path, out: str | Path, force: bool = False,
+def export(source: str | Path, out: str | Path, force: bool = False,
            warn: Any = print) -> tuple[Path, ExportedState]:
-    """Write the parameters of the newest valid checkpoint of ``run_dir`` to ``out``.
+    """Write the parameters of the newest valid checkpoint of ``source`` to ``out``.
 
-    Written to a temporary name next to ``out`` and renamed (atomic).
+    ``source`` is a run folder, or an exported state of an older format version, which is
+    rewritten in this one with its parameters and provenance unchanged (``hpcvmc_version``
+    becomes this exporter's). Written to a temporary name next to ``out`` and renamed (atomic).
 
     Returns:
         The path written and what it holds.
 
     Raises:
-        InputError: ``run_dir`` is not a run folder or has no valid checkpoint; ``out`` exists
-            and ``force`` is false.
+        InputError: ``source`` is neither a run folder with a valid checkpoint nor an exported
+            state; ``out`` exists and ``force`` is false.
+        CheckpointError: ``source`` is an exported state that fails to read.
     """
-    run_dir, out = Path(run_dir), Path(out)
-    if not (run_dir / "input.toml").is_file():
-        raise InputError(f"{run_dir}: not an hpcvmc run folder (no input.toml)")
+    source, out = Path(source), Path(out)
     if out.exists() and not force:
         raise InputError(f"{out}: exists; use --force to overwrite it")
     if out.exists() and not out.is_file():
         raise InputError(f"{out}: exists and is not a file")
+    state = _rewritten(source) if is_exported(source) else _from_run(source, warn)
+    _write(out, state)
+    return out, state
+
+
+def _from_run(run_dir: Path, warn: Any) -> ExportedState:
+    """The parameters, input and provenance of the newest valid checkpoint of ``run_dir``."""
+    if not (run_dir / "input.toml").is_file():
+        raise InputError(f"{run_dir}: neither an hpcvmc run folder (no input.toml) nor an "
+                         "exported state")
     snap = ckpt.newest_valid(run_dir, warn=warn)
     if snap is None:
         raise InputError(f"{run_dir}: no valid checkpoint in {ckpt.checkpoint_dir(run_dir)}")
@@ -121,20 +138,55 @@ def export(run_dir: str | Path, out: str | Path, force: bool = False,
         "checksum": ckpt.checksum({f"params/{k}": v for k, v in params.items()}),
     }
     attrs.update(_final_attrs(run_dir, snap.step))
+    return ExportedState(snap.step, params, snap.input_toml, snap.physics_hash, attrs)
+
+
+def _rewritten(path: Path) -> ExportedState:
+    """An exported state as read, marked as written by this exporter in this format."""
+    state = read(path)
+    attrs = dict(state.attrs, export_format_version=EXPORT_FORMAT_VERSION,
+                 hpcvmc_version=__version__)
+    return ExportedState(state.step, state.params, state.input_toml, state.physics_hash, attrs)
+
+
+def _write(out: Path, state: ExportedState) -> None:
+    """Write ``state`` in the layout of this format version (module docstring), atomically."""
+    names = sorted(state.params)
+    dtypes = {state.params[name].dtype for name in names}
+    if len(dtypes) > 1:
+        raise InputError(f"{out}: not written: the parameters have several dtypes "
+                         f"({sorted(map(str, dtypes))}), an exported state stores one")
+    values = np.concatenate([np.ravel(state.params[name]) for name in names])
+    layout = json.dumps([[name, list(state.params[name].shape)] for name in names])
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     try:
         with h5py.File(tmp, "w") as f:
             meta = f.create_group("meta")
-            meta.attrs.update(attrs)
-            meta.create_dataset("input_toml", data=snap.input_toml)
-            for name, array in sorted(params.items()):
-                f.create_dataset(f"params/{name}", data=array)
+            meta.attrs.update(state.attrs)
+            meta.create_dataset("input_toml", data=state.input_toml)
+            f.create_dataset("params/values", data=values)
+            f.create_dataset("params/layout", data=layout)
         os.replace(tmp, out)
     finally:
         if tmp.exists():
             tmp.unlink()
-    return out, ExportedState(snap.step, params, snap.input_toml, snap.physics_hash, attrs)
+
+
+def _unpacked(values: np.ndarray, layout: list[Any]) -> dict[str, np.ndarray]:
+    """The leaves of ``/params/values`` by the ``[key path, shape]`` list of ``/params/layout``.
+
+    Raises:
+        ValueError: the layout does not add up to the values.
+    """
+    params, offset = {}, 0
+    for name, shape in layout:
+        size = int(np.prod(shape, dtype=np.int64))
+        params[str(name)] = values[offset:offset + size].reshape(shape)
+        offset += size
+    if offset != values.size:
+        raise ValueError(f"layout holds {offset} values, /params/values {values.size}")
+    return params
 
 
 def _source_version(run_dir: Path, step: int) -> str:
@@ -163,11 +215,14 @@ def read(path: str | Path) -> ExportedState:
                 raise ckpt.CheckpointError(
                     f"{path}: export format version {attrs['export_format_version']} is newer "
                     f"than this hpcvmc reads ({EXPORT_FORMAT_VERSION}); upgrade hpcvmc")
-            params = ckpt.read_group(f, "params")
+            if int(attrs["export_format_version"]) == 1:
+                params = ckpt.read_group(f, "params")
+            else:
+                params = _unpacked(f["params/values"][()], json.loads(f["params/layout"][()]))
             input_toml = f["meta/input_toml"][()]
     except ckpt.CheckpointError:
         raise
-    except (OSError, KeyError, ValueError) as exc:
+    except (OSError, KeyError, ValueError, TypeError) as exc:
         raise ckpt.CheckpointError(f"{path}: unreadable exported state ({exc})") from None
     if ckpt.checksum({f"params/{k}": v for k, v in params.items()}) != attrs["checksum"]:
         raise ckpt.CheckpointError(f"{path}: checksum mismatch (corrupt exported state)")

@@ -39,10 +39,11 @@ def test_export_holds_the_checkpoint_parameters_bit_for_bit_and_nothing_else(mc_
     final = json.loads((run / FINAL_FILE).read_text())
     with h5py.File(out, "r") as f:
         assert set(f) == {"meta", "params"}  # no chains, optimizer state or history
+        assert set(f["params"]) == {"values", "layout"}  # format version 2: one flat dataset
         assert "format_version" not in f["meta"].attrs  # not to be taken for a checkpoint
-        stored = ckpt.read_group(f, "params")
         attrs = dict(f["meta"].attrs)
         assert f["meta/input_toml"][()].decode() == snap.input_toml
+    stored = export.read(out).params
     assert stored.keys() == snap.params.keys() and snap.opt_state  # the checkpoint had more
     for name, value in snap.params.items():
         assert stored[name].dtype == value.dtype and stored[name].tobytes() == value.tobytes()
@@ -64,7 +65,8 @@ def test_export_refuses_an_existing_file_and_a_folder_that_is_no_run(tmp_path, m
     assert main(["export", str(run), str(out), "--force"]) == 0
     assert out.read_bytes() == state.read_bytes()
     (tmp_path / "empty").mkdir()
-    for bad in (tmp_path / "empty", tmp_path / "missing", out):
+    (tmp_path / "junk.h5").write_bytes(b"keep me")
+    for bad in (tmp_path / "empty", tmp_path / "missing", tmp_path / "junk.h5"):
         assert main(["export", str(bad), str(tmp_path / "x.h5")]) == 2
         assert capsys.readouterr().err.count("\n") == 1
     no_ckpt = tmp_path / "no_ckpt"
@@ -97,11 +99,38 @@ def test_corrupt_exported_state_is_refused(tmp_path, mc_state, capsys):
     out = tmp_path / "state.h5"
     out.write_bytes(mc_state[1].read_bytes())
     with h5py.File(out, "r+") as f:
-        name = next(iter(ckpt.read_group(f, "params")))
-        f[f"params/{name}"][...] = f[f"params/{name}"][()] + 1.0
+        f["params/values"][0] += 1.0
     capsys.readouterr()
     assert main(["measure", str(out), "--out", str(tmp_path / "m")]) == 2
     assert "checksum" in capsys.readouterr().err
+    with h5py.File(out, "r+") as f:
+        layout = json.loads(f["params/layout"][()])
+        del f["params/layout"]
+        f["params/layout"] = json.dumps(layout[1:])  # a leaf fewer than the values hold
+    assert main(["measure", str(out), "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert "unreadable exported state" in err and str(out) in err and err.count("\n") == 1
+
+
+def test_a_version_1_state_is_read_and_rewritten_in_version_2_unchanged(tmp_path, mc_state):
+    """Version 1 (one dataset per leaf, written here by hand) is still read; ``hpcvmc export
+    OLD.h5 NEW.h5`` rewrites it with the same parameters, input and provenance."""
+    state = export.read(mc_state[1])
+    old = tmp_path / "old.h5"
+    with h5py.File(old, "w") as f:
+        f.create_group("meta").attrs.update(dict(state.attrs, export_format_version=1))
+        f["meta/input_toml"] = state.input_toml
+        for name, value in state.params.items():
+            f[f"params/{name}"] = value
+    assert len(state.params) > 2 and export.read(old).params.keys() == state.params.keys()
+    assert main(["export", str(old), str(tmp_path / "new.h5")]) == 0
+    new = export.read(tmp_path / "new.h5")
+    assert new.attrs["export_format_version"] == 2 and new.attrs == state.attrs
+    assert new.input_toml == state.input_toml and new.step == state.step
+    for name, value in state.params.items():
+        assert new.params[name].shape == value.shape
+        assert new.params[name].tobytes() == value.tobytes()
+    assert (tmp_path / "new.h5").stat().st_size < old.stat().st_size
 
 
 def _shipped(name):
