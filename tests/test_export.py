@@ -16,6 +16,7 @@ from test_cli import tiny_input
 
 RESULTS = Path(__file__).parents[1] / "results"
 EXACT_4X4 = -8.4579234  # Lanczos ground state of the 4 x 4 J1-J2 model at J2 = 0.5 (hpcvmc exact)
+EXACT_6X6_PER_SITE = -0.503810  # 6 x 6 at J2 = 0.5, exact diagonalization (docs/physics.md)
 
 
 def _finished_run(tmp_path, name="run"):
@@ -167,6 +168,21 @@ def test_shipped_9site_psiformer_state_agrees_with_its_table_value(tmp_path):
     sigma = np.hypot(energy["error"], attrs["final_error"])
     assert abs(energy["mean"] - attrs["final_energy"]) < 3 * sigma, (energy, attrs["final_energy"])
     assert energy["error"] < 0.1  # E0 total (6 electrons): ~0.06 meV per electron
+
+
+def test_shipped_6x6_vit_state_agrees_with_its_table_value(tmp_path):
+    """The 6 x 6 factored ViT before the symmetry projection: a short measurement (512 samples
+    from 32 fresh chains after 20 sweeps) against its 20,480-sample final energy, which lies
+    above the exact ground state."""
+    path, attrs = _shipped("vit_6x6_factored")
+    assert attrs["final_n_samples"] == 20480 and attrs["final_energy"] > 36 * EXACT_6X6_PER_SITE
+    assert main(["measure", str(path), "--steps", "2", "--out", str(tmp_path / "m"),
+                 "--set", "sampler.n_chains=32", "--set", "sampler.n_samples=256",
+                 "--set", "sampler.burn_in=20"]) == 0
+    energy = json.loads((tmp_path / "m" / FINAL_FILE).read_text())["energy"]
+    sigma = np.hypot(energy["error"], attrs["final_error"])
+    assert abs(energy["mean"] - attrs["final_energy"]) < 3 * sigma, (energy, attrs["final_energy"])
+    assert energy["error"] < 0.05  # J1 total (36 sites): 1.4e-3 per site
 
 
 def test_every_shipped_state_is_listed_and_matches_todays_physics_hash():
