@@ -135,10 +135,15 @@ def _from_run(run_dir: Path, warn: Any) -> ExportedState:
         "source_hpcvmc_version": _source_version(run_dir, snap.step), "step": snap.step,
         "physics_hash": snap.physics_hash, "seed": snap.seed,
         "n_params": int(sum(v.size for v in params.values())), "source_run": str(run_dir),
-        "checksum": ckpt.checksum({f"params/{k}": v for k, v in params.items()}),
+        "checksum": _params_checksum(params),
     }
     attrs.update(_final_attrs(run_dir, snap.step))
     return ExportedState(snap.step, params, snap.input_toml, snap.physics_hash, attrs)
+
+
+def _params_checksum(params: dict[str, np.ndarray]) -> str:
+    """The checksum of the parameter leaves as a checkpoint computes that of its ``/params``."""
+    return ckpt.checksum({f"params/{k}": v for k, v in params.items()})
 
 
 def _rewritten(path: Path) -> ExportedState:
@@ -224,7 +229,7 @@ def read(path: str | Path) -> ExportedState:
         raise
     except (OSError, KeyError, ValueError, TypeError) as exc:
         raise ckpt.CheckpointError(f"{path}: unreadable exported state ({exc})") from None
-    if ckpt.checksum({f"params/{k}": v for k, v in params.items()}) != attrs["checksum"]:
+    if _params_checksum(params) != attrs["checksum"]:
         raise ckpt.CheckpointError(f"{path}: checksum mismatch (corrupt exported state)")
     text = input_toml.decode() if isinstance(input_toml, bytes) else str(input_toml)
     return ExportedState(int(attrs["step"]), params, text, str(attrs["physics_hash"]), attrs)
